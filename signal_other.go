@@ -1,0 +1,19 @@
+//go:build !unix
+
+package shutdown
+
+import (
+	"os"
+	"syscall"
+)
+
+// On Windows, os.Interrupt is Ctrl-C or Ctrl-Break, and SIGTERM is what Go
+// delivers for a console close, logoff or system shutdown. No exit code is
+// promised there.
+var defaultSignals = []os.Signal{syscall.SIGTERM, os.Interrupt}
+
+var extraSignalNames = map[os.Signal]string{}
+
+// uncatchable reports whether s can never reach the process. Outside unix,
+// SIGKILL is what Process.Kill does: it cannot be caught either.
+func uncatchable(s os.Signal) bool { return s == os.Kill }
