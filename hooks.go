@@ -269,11 +269,7 @@ func (r *runner) run() {
 		var s *runningSet
 		if e.members != nil {
 			delete(m.sets, e.set)
-			s = &runningSet{name: e.set, r: r, pending: len(e.members)}
-			m.live = s
-			for _, mem := range e.members {
-				s.g.Go(func() error { r.runMember(s, mem); return nil })
-			}
+			s = r.startSet(e)
 		}
 		m.mu.Unlock()
 		if s == nil {
@@ -285,6 +281,16 @@ func (r *runner) run() {
 		m.live = nil
 		m.mu.Unlock()
 	}
+}
+
+// startSet starts the members of a set; the caller holds m.mu.
+func (r *runner) startSet(e entry) *runningSet {
+	s := &runningSet{name: e.set, r: r, pending: len(e.members)}
+	r.m.live = s
+	for _, mem := range e.members {
+		s.g.Go(func() error { r.runMember(s, mem); return nil })
+	}
+	return s
 }
 
 func (r *runner) runMember(s *runningSet, e entry) {

@@ -12,7 +12,7 @@ import (
 // promised there.
 var defaultSignals = []os.Signal{syscall.SIGTERM, os.Interrupt}
 
-var extraSignalNames = map[os.Signal]string{}
+var extraSignalNames = map[os.Signal]string{os.Kill: "SIGKILL"}
 
 // uncatchable reports whether s can never reach the process. Outside unix,
 // SIGKILL is what Process.Kill does: it cannot be caught either.

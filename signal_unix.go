@@ -12,6 +12,8 @@ var defaultSignals = []os.Signal{syscall.SIGTERM, os.Interrupt}
 var extraSignalNames = map[os.Signal]string{
 	syscall.SIGHUP:  "SIGHUP",
 	syscall.SIGQUIT: "SIGQUIT",
+	syscall.SIGKILL: "SIGKILL",
+	syscall.SIGSTOP: "SIGSTOP",
 }
 
 // uncatchable reports whether s is SIGKILL or SIGSTOP, which the kernel
