@@ -283,7 +283,11 @@ func TestSharedContextDeadline(t *testing.T) {
 		m := newTest(WithTimeout(time.Second))
 		var d1, d2 time.Time
 		m.Add("b", func(ctx context.Context) error { d2, _ = ctx.Deadline(); return nil })
-		m.Add("a", func(ctx context.Context) error { d1, _ = ctx.Deadline(); time.Sleep(100 * time.Millisecond); return nil })
+		m.Add("a", func(ctx context.Context) error {
+			d1, _ = ctx.Deadline()
+			time.Sleep(100 * time.Millisecond)
+			return nil
+		})
 		start := time.Now()
 		m.Trigger()
 		if err := m.Wait(); err != nil {
