@@ -1,0 +1,227 @@
+package shutdown_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gracefulgo/shutdown"
+)
+
+// quiet keeps the examples' output to what they print themselves.
+var quiet = shutdown.WithLogger(slog.New(slog.DiscardHandler))
+
+// Hooks run last added first, like deferred calls: the server that uses the
+// database stops before the database closes.
+func Example() {
+	m := shutdown.New(quiet)
+	m.Add("database", func(ctx context.Context) error {
+		fmt.Println("close database")
+		return nil
+	})
+	m.Add("cache", func(ctx context.Context) error {
+		fmt.Println("flush cache")
+		return nil
+	})
+	m.Add("http", func(ctx context.Context) error {
+		fmt.Println("drain http server")
+		return nil
+	})
+
+	m.Trigger() // in a service: SIGTERM or SIGINT
+	if err := m.Wait(); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// drain http server
+	// flush cache
+	// close database
+}
+
+// Run wraps main: fn runs until shutdown starts (here it ends on its own,
+// which starts shutdown too), then the hooks run, and Run returns one error
+// that says what went wrong.
+func ExampleManager_Run() {
+	m := shutdown.New(quiet)
+	m.Add("database", func(ctx context.Context) error {
+		return errors.New("connection reset")
+	})
+	err := m.Run(func(ctx context.Context) error {
+		fmt.Println("serving")
+		return nil
+	})
+	fmt.Println(err)
+	// Output:
+	// serving
+	// shutdown: hook "database": connection reset
+}
+
+// A hook gets a context that ends a little before its bound; a hook that
+// returns the context's error is reported with the bound that cut it off.
+func ExampleTimeout() {
+	m := shutdown.New(quiet)
+	m.Add("slow-flush", func(ctx context.Context) error {
+		<-ctx.Done() // a flush that does not finish in time
+		return ctx.Err()
+	}, shutdown.Timeout(100*time.Millisecond))
+	m.Trigger()
+	err := m.Wait()
+	fmt.Println(err)
+	fmt.Println(errors.Is(err, shutdown.ErrTimeout))
+	// Output:
+	// shutdown: hook "slow-flush": timed out after 100ms
+	// true
+}
+
+// AfterRun makes the flush wait for the writer, so it never races it.
+// Register in the natural order: the resource first, its user second. The
+// opposite order (an AfterRun hook that runs before the hook that makes fn
+// return) waits for fn until the budget ends.
+func ExampleAfterRun() {
+	m := shutdown.New(quiet)
+	var buf strings.Builder
+	w := bufio.NewWriter(&buf)
+	m.Add("flush", func(ctx context.Context) error {
+		fmt.Println("flush after the writer stopped")
+		return w.Flush()
+	}, shutdown.AfterRun())
+
+	err := m.Run(func(ctx context.Context) error {
+		for i := 0; ; i++ {
+			if i == 3 {
+				m.Trigger() // in a service: SIGTERM
+			}
+			select {
+			case <-ctx.Done():
+				fmt.Println("writer stopped")
+				return nil
+			default:
+				fmt.Fprintf(w, "record %d\n", i)
+			}
+		}
+	})
+	fmt.Println(err, strings.HasPrefix(buf.String(), "record 0\n"))
+	// Output:
+	// writer stopped
+	// flush after the writer stopped
+	// <nil> true
+}
+
+// Hooks in the same Concurrent set run together; the set takes the place of
+// its first member in the order.
+func ExampleConcurrent() {
+	m := shutdown.New(quiet)
+	m.Add("database", func(ctx context.Context) error {
+		fmt.Println("database closed after both servers")
+		return nil
+	})
+	for _, name := range []string{"public", "admin"} {
+		m.Add(name, func(ctx context.Context) error {
+			return nil // drain one server; both drain at once
+		}, shutdown.Concurrent("servers"))
+	}
+	m.Trigger()
+	fmt.Println(m.Wait())
+	// Output:
+	// database closed after both servers
+	// <nil>
+}
+
+type file struct{ name string }
+
+func (f *file) Close() error {
+	fmt.Println("closed", f.name)
+	return nil
+}
+
+// Closer turns anything with a Close method into a hook.
+func ExampleCloser() {
+	m := shutdown.New(quiet)
+	m.Add("audit log", shutdown.Closer(&file{"audit.log"}))
+	m.Trigger()
+	fmt.Println(m.Wait())
+	// Output:
+	// closed audit.log
+	// <nil>
+}
+
+// HTTPServer drains a server: its listener closes, requests in flight
+// finish, and Serve returns http.ErrServerClosed, which Run treats as a
+// clean stop.
+func ExampleHTTPServer() {
+	m := shutdown.New(quiet)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}))}
+	m.Add("http", shutdown.HTTPServer(srv))
+
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String())
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			fmt.Println(string(b))
+		}
+		m.Trigger()
+	}()
+	err = m.Run(func(ctx context.Context) error { return srv.Serve(ln) })
+	fmt.Println("Run:", err)
+	// Output:
+	// hello
+	// Run: <nil>
+}
+
+// TriggerCause starts shutdown with a reason, which Context's cause reports
+// and Wait returns.
+func ExampleManager_TriggerCause() {
+	m := shutdown.New(quiet)
+	m.TriggerCause(errors.New("config: database URL changed"))
+	err := m.Wait()
+	fmt.Println(context.Cause(m.Context()))
+	fmt.Println(err)
+	// Output:
+	// config: database URL changed
+	// config: database URL changed
+}
+
+// Errors name each hook that failed; errors.As reaches the details.
+func ExampleHookError() {
+	m := shutdown.New(quiet)
+	m.Add("queue", func(ctx context.Context) error { panic("nil consumer") })
+	m.Trigger()
+	err := m.Wait()
+	var he *shutdown.HookError
+	if errors.As(err, &he) {
+		fmt.Println(he.Name, errors.Is(err, shutdown.ErrPanic), len(he.Stack) > 0)
+	}
+	fmt.Println(err)
+	// Output:
+	// queue true true
+	// shutdown: hook "queue": panic: nil consumer
+}
+
+// A whole service: the usual shape of main. It blocks until SIGTERM or
+// SIGINT, so it has no Output to check.
+func ExampleNew() {
+	m := shutdown.New(shutdown.WithDrainDelay(5 * time.Second))
+	srv := &http.Server{Addr: ":8080", Handler: m.Handler(http.DefaultServeMux)}
+	http.Handle("/readyz", m.ReadinessHandler())
+	m.Add("http", shutdown.HTTPServer(srv))
+	if err := m.Run(func(ctx context.Context) error { return srv.ListenAndServe() }); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,35 @@
+//go:build unix
+
+package shutdown_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/gracefulgo/shutdown"
+)
+
+// A real SIGTERM, sent by the process to itself, starts the shutdown; the
+// cause names it, and a signal-started shutdown is clean.
+func ExampleWithSignals() {
+	m := shutdown.New(quiet, shutdown.WithSignals(syscall.SIGTERM))
+	m.Add("db", func(ctx context.Context) error {
+		fmt.Println("closing db")
+		return nil
+	})
+	p, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	p.Signal(syscall.SIGTERM)
+	err = m.Wait()
+	fmt.Println(context.Cause(m.Context()))
+	fmt.Println("result:", err)
+	// Output:
+	// closing db
+	// shutdown: received SIGTERM
+	// result: <nil>
+}
