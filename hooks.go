@@ -76,17 +76,23 @@ func Concurrent(set string) HookOption {
 	return concurrent(set)
 }
 
-func (o concurrent) applyHook(e *entry) { e.set = string(o) }
+func (o concurrent) applyHook(e *entry) { e.set = &members{name: string(o)} }
 func (o concurrent) String() string     { return fmt.Sprintf("shutdown.Concurrent(%q)", string(o)) }
 
-// entry is one registered hook, or, with members set, a Concurrent set.
+// entry is one registered hook or, with hook nil, a Concurrent set. It is
+// kept small: a shutdown with many hooks copies it around.
 type entry struct {
 	name     string
 	hook     Hook
 	timeout  time.Duration
 	afterRun bool
-	set      string
-	members  []entry
+	set      *members // a member's set (in Add only), or the set itself
+}
+
+// members is a Concurrent set's name and, in the set's entry, its hooks.
+type members struct {
+	name  string
+	hooks []entry
 }
 
 // Add registers h under name. Hooks run in reverse order of registration
@@ -108,8 +114,8 @@ func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 		panic(fmt.Sprintf("shutdown: Add(%q): hook is nil", name))
 	}
 	e := entry{name: name, hook: h}
-	for _, o := range opts {
-		o.applyHook(&e)
+	if len(opts) > 0 {
+		e = withOptions(e, opts)
 	}
 	m.mu.Lock()
 	switch {
@@ -117,26 +123,38 @@ func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 		m.mu.Unlock()
 		m.log(slog.LevelError, "shutdown: hook added after shutdown finished; not run", slog.String("hook", name))
 		return
-	case e.set == "":
+	case e.set == nil:
 		m.stack = append(m.stack, e)
-	case m.live != nil && m.live.name == e.set && m.live.pending > 0:
+	case m.live != nil && m.live.name == e.set.name && m.live.pending > 0:
 		// The set is running: join it. pending > 0 means a member has not
 		// returned to the errgroup yet, so Go never races Wait.
-		s := m.live
-		s.pending++
-		s.g.Go(func() error { s.r.runMember(s, e); return nil })
+		m.live.join(e)
 	default:
-		if i, ok := m.sets[e.set]; ok {
-			m.stack[i].members = append(m.stack[i].members, e)
+		name := e.set.name
+		e.set = nil
+		if i, ok := m.sets[name]; ok {
+			set := m.stack[i].set
+			set.hooks = append(set.hooks, e)
 		} else {
 			if m.sets == nil {
 				m.sets = make(map[string]int)
 			}
-			m.sets[e.set] = len(m.stack)
-			m.stack = append(m.stack, entry{name: e.set, set: e.set, members: []entry{e}})
+			m.sets[name] = len(m.stack)
+			m.stack = append(m.stack, entry{name: name, set: &members{name: name, hooks: []entry{e}}})
 		}
 	}
 	m.mu.Unlock()
+}
+
+// withOptions applies opts to a copy of e. It is apart from Add because the
+// options take e's address: in Add, that would move every entry to the heap,
+// with or without options.
+func withOptions(e entry, opts []HookOption) entry {
+	p := &e
+	for _, o := range opts {
+		o.applyHook(p)
+	}
+	return *p
 }
 
 // running is a hook that has started and not ended, for the second
@@ -155,6 +173,14 @@ type runningSet struct {
 	pending int            // members not yet ended; guarded by Manager.mu
 }
 
+// join starts e as one more member; the caller holds Manager.mu. It is a
+// method of its own so that the closure's copy of e does not move every
+// Add's entry to the heap.
+func (s *runningSet) join(e entry) {
+	s.pending++
+	s.g.Go(func() error { s.r.runMember(s, e); return nil })
+}
+
 // result is what a hook's goroutine reports.
 type result struct {
 	err      error
@@ -163,22 +189,42 @@ type result struct {
 	goexit   bool // the goroutine is gone (runtime.Goexit)
 }
 
+// job is one unit of work for the worker: either one hook under the
+// runner's watch (ctx, h), or, with batch set, a run of plain hooks that the
+// worker pops from the stack itself.
 type job struct {
-	ctx context.Context
-	h   Hook
+	ctx   context.Context
+	h     Hook
+	batch *entry
 }
 
-// worker is a goroutine reused from hook to hook, so a hook costs a channel
-// round trip rather than a goroutine. After an abandonment the runner starts
-// a new one: the old one is still inside the stuck hook.
+// worker is a goroutine reused from hook to hook. Plain hooks (no Timeout,
+// no set, nothing to wait for) run back to back on it, each popped under the
+// lock, with no round trip to the runner; that is what keeps a hook well
+// under a microsecond. The runner watches only the end of the budget. After
+// an abandonment the runner starts a new worker: the old one is still inside
+// the stuck hook, and it ends, without recording anything, if the hook ever
+// returns.
 type worker struct {
 	jobs    chan job
 	results chan result
+
+	// Guarded by Manager.mu.
+	abandoned bool
+	cur       entry     // the batch hook now running
+	curStart  time.Time // its start
+	curID     uint64    // its id in Manager.running; 0 between hooks
 }
 
-func (w *worker) loop() {
+func (r *runner) loop(w *worker) {
 	for j := range w.jobs {
-		if !runJob(j.ctx, j.h, w.results) {
+		var ok bool
+		if j.batch != nil {
+			ok = r.batch(w, *j.batch)
+		} else {
+			ok = runJob(j.ctx, j.h, w.results)
+		}
+		if !ok {
 			return
 		}
 	}
@@ -187,31 +233,36 @@ func (w *worker) loop() {
 var errGoexit = errors.New("shutdown: hook called runtime.Goexit")
 
 // runJob calls h and sends its result on out, which must have room for it.
-// Panics are recovered here (errgroup does not recover them): one panicking
-// hook must not stop the others from running during exit. It reports
-// whether h returned normally or panicked; on runtime.Goexit it sends a
-// result and the goroutine ends.
-func runJob(ctx context.Context, h Hook, out chan<- result) (alive bool) {
-	normal := false
+// It reports whether the goroutine is still alive: on runtime.Goexit in h,
+// the deferred send still reports it, and the goroutine ends.
+func runJob(ctx context.Context, h Hook, out chan<- result) bool {
+	sent := false
 	defer func() {
-		if normal {
-			return
+		if !sent {
+			out <- result{err: errGoexit, goexit: true}
 		}
+	}()
+	res := call(ctx, h)
+	sent = true
+	out <- res
+	return true
+}
+
+// call calls h and recovers a panic. DESIGN chose recovering over
+// errgroup's stance (which does not recover): one panicking hook must not
+// stop the others from running during exit. runtime.Goexit is not
+// recoverable; call's callers report it from a deferred function.
+func call(ctx context.Context, h Hook) (res result) {
+	defer func() {
 		if v := recover(); v != nil {
 			err, ok := v.(error)
 			if !ok {
 				err = fmt.Errorf("%v", v)
 			}
-			out <- result{err: err, panicked: true, stack: debug.Stack()}
-			alive = true
-			return
+			res = result{err: err, panicked: true, stack: debug.Stack()}
 		}
-		out <- result{err: errGoexit, goexit: true}
 	}()
-	err := h(ctx)
-	normal = true
-	out <- result{err: err}
-	return true
+	return result{err: h(ctx)}
 }
 
 // runner runs the hooks of one shutdown (steps 5 and 6).
@@ -222,14 +273,17 @@ type runner struct {
 	budgetT    *time.Timer
 	shared     context.Context // for hooks whose bound is the budget's end
 	cancel     context.CancelFunc
-	waitFn     bool // Run was called before hooks started: AfterRun waits
-	w          *worker
-	nextID     uint64
+	waitFn     bool    // Run was called before hooks started: AfterRun waits
+	w          *worker // used by the runner goroutine only
+	nextID     uint64  // guarded by Manager.mu
 }
 
 func newRunner(m *Manager, budgetEnd time.Time) *runner {
 	r := &runner{m: m, budgetEnd: budgetEnd, budgetOver: make(chan struct{})}
 	r.budgetT = time.AfterFunc(time.Until(budgetEnd), func() { close(r.budgetOver) })
+	// Hooks bounded by the budget share one context. Its deadline is the
+	// budget's end less min(10% of the budget, 250ms): one context for all
+	// of them, rather than one per hook, is part of what keeps hooks cheap.
 	r.shared, r.cancel = context.WithDeadline(context.Background(), budgetEnd.Add(-margin(m.cfg.timeout)))
 	m.mu.Lock()
 	m.state = hooking
@@ -251,43 +305,163 @@ func (r *runner) over() bool {
 	}
 }
 
+// plain reports whether e can run in a batch on the worker: a single hook
+// bounded by the budget alone, with nothing to wait for. The caller holds
+// m.mu.
+func (r *runner) plain(e *entry) bool {
+	if e.hook == nil || e.timeout > 0 {
+		return false
+	}
+	if e.afterRun && r.waitFn && r.m.runState == runActive {
+		return false
+	}
+	return true
+}
+
+// startRunning lists a hook as running, for the second signal's log
+// record, and returns its id. The caller holds m.mu.
+func (r *runner) startRunning(name string, start time.Time) uint64 {
+	r.nextID++
+	r.m.running = append(r.m.running, running{id: r.nextID, name: name, start: start})
+	return r.nextID
+}
+
+// pop removes the next entry from the stack. The caller holds m.mu.
+func (m *Manager) pop() entry {
+	n := len(m.stack)
+	e := m.stack[n-1]
+	m.stack[n-1] = entry{}
+	m.stack = m.stack[:n-1]
+	return e
+}
+
 // run pops and runs hooks until none is left, then marks the manager
 // finished under the same lock, so a late Add either runs or is refused.
 func (r *runner) run() {
 	m := r.m
 	for {
 		m.mu.Lock()
-		n := len(m.stack)
-		if n == 0 {
+		if len(m.stack) == 0 {
 			m.state = finished
 			m.mu.Unlock()
 			return
 		}
-		e := m.stack[n-1]
-		m.stack[n-1] = entry{}
-		m.stack = m.stack[:n-1]
-		var s *runningSet
-		if e.members != nil {
-			delete(m.sets, e.set)
-			s = r.startSet(e)
-		}
-		m.mu.Unlock()
-		if s == nil {
+		e := m.pop()
+		switch {
+		case e.hook == nil:
+			delete(m.sets, e.name)
+			s := r.startSet(e)
+			m.mu.Unlock()
+			s.g.Wait()
+			m.mu.Lock()
+			m.live = nil
+			m.mu.Unlock()
+		case r.plain(&e) && !r.over():
+			if r.w == nil {
+				r.w = &worker{jobs: make(chan job, 1), results: make(chan result, 1)}
+				go r.loop(r.w)
+			}
+			w := r.w
+			start := time.Now()
+			w.cur, w.curStart, w.curID = e, start, r.startRunning(e.name, start)
+			m.mu.Unlock()
+			r.logStart(e.name)
+			r.watchBatch(w, e)
+		default:
+			m.mu.Unlock()
 			r.runHook(e, true)
-			continue
 		}
-		s.g.Wait()
+	}
+}
+
+// watchBatch hands a batch to the worker and waits for it to end, or for
+// the budget to end, when the hook the worker is in is abandoned.
+func (r *runner) watchBatch(w *worker, e entry) {
+	m := r.m
+	w.jobs <- job{batch: &e}
+	select {
+	case res := <-w.results:
+		if res.goexit { // reported by batch; the goroutine is gone
+			r.w = nil
+		}
+	case <-r.budgetOver:
 		m.mu.Lock()
-		m.live = nil
+		w.abandoned = true
+		cur, start, id := w.cur, w.curStart, w.curID
 		m.mu.Unlock()
+		close(w.jobs)
+		r.w = nil
+		if id != 0 {
+			elapsed := time.Since(start)
+			r.finish(cur.name, 0, &HookError{Name: cur.name, Elapsed: elapsed, Err: ErrTimeout, kind: kindTimeout, limit: m.cfg.timeout, byBudget: true}, elapsed, m.cfg.timeout)
+		}
+	}
+}
+
+// batch runs e, then every plain hook on top of the stack, on the worker
+// goroutine. It ends when the next entry is not plain (the runner takes it)
+// or the runner has abandoned the worker. It reports whether the goroutine
+// is still alive.
+func (r *runner) batch(w *worker, e entry) bool {
+	m := r.m
+	done := false
+	defer func() {
+		if done {
+			return
+		}
+		// runtime.Goexit in a hook: report it; the runner starts a new worker.
+		elapsed := time.Since(w.curStart)
+		m.mu.Lock()
+		if w.abandoned {
+			m.mu.Unlock()
+			return
+		}
+		cur, id := w.cur, w.curID
+		w.cur, w.curID = entry{}, 0
+		herr := &HookError{Name: cur.name, Elapsed: elapsed, Err: errGoexit, kind: kindFailed}
+		r.record(id, herr)
+		m.mu.Unlock()
+		r.logEnd(cur.name, herr, elapsed, m.cfg.timeout)
+		w.results <- result{goexit: true}
+	}()
+	for {
+		res := call(r.shared, e.hook)
+		elapsed := time.Since(w.curStart)
+		herr := r.classify(e.name, res, r.shared, elapsed, m.cfg.timeout, true)
+		m.mu.Lock()
+		if w.abandoned { // the runner reported this hook already
+			m.mu.Unlock()
+			return false
+		}
+		id := w.curID
+		next := len(m.stack) > 0 && r.plain(&m.stack[len(m.stack)-1]) && !r.over()
+		var nextEntry entry
+		if next {
+			nextEntry = m.pop()
+			start := time.Now()
+			w.cur, w.curStart = nextEntry, start
+			w.curID = r.startRunning(nextEntry.name, start)
+		} else {
+			w.cur, w.curID = entry{}, 0
+		}
+		r.record(id, herr)
+		m.mu.Unlock()
+		r.logEnd(e.name, herr, elapsed, m.cfg.timeout)
+		if !next {
+			done = true
+			w.results <- result{}
+			return true
+		}
+		r.logStart(nextEntry.name)
+		e = nextEntry
 	}
 }
 
 // startSet starts the members of a set; the caller holds m.mu.
 func (r *runner) startSet(e entry) *runningSet {
-	s := &runningSet{name: e.set, r: r, pending: len(e.members)}
+	s := &runningSet{name: e.name, r: r, pending: len(e.set.hooks)}
 	r.m.live = s
-	for _, mem := range e.members {
+	for _, mem := range e.set.hooks {
 		s.g.Go(func() error { r.runMember(s, mem); return nil })
 	}
 	return s
@@ -300,9 +474,10 @@ func (r *runner) runMember(s *runningSet, e entry) {
 	r.m.mu.Unlock()
 }
 
-// runHook runs one hook to its end, its abandonment or its skipping, and
-// records the outcome. onWorker says whether to use the reused worker
-// goroutine (serial hooks) or a goroutine of its own (set members).
+// runHook runs one hook that is not plain to its end, its abandonment or
+// its skipping, and records the outcome. onWorker says whether to use the
+// reused worker goroutine (serial hooks) or a goroutine of its own (set
+// members).
 func (r *runner) runHook(e entry, onWorker bool) {
 	m := r.m
 	if e.afterRun && r.waitFn {
@@ -312,12 +487,11 @@ func (r *runner) runHook(e entry, onWorker bool) {
 		}
 	}
 	if r.over() {
-		r.finish(e, 0, &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout}, 0, 0)
+		r.finish(e.name, 0, &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout}, 0, 0)
 		return
 	}
 	start := time.Now()
-	ctx, abandon, limit := r.shared, (<-chan struct{})(r.budgetOver), m.cfg.timeout
-	byBudget := true
+	ctx, abandon, limit, byBudget := r.shared, (<-chan struct{})(r.budgetOver), m.cfg.timeout, true
 	if e.timeout > 0 && start.Add(e.timeout).Before(r.budgetEnd) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(context.Background(), start.Add(e.timeout-margin(e.timeout)))
@@ -328,22 +502,18 @@ func (r *runner) runHook(e entry, onWorker bool) {
 		abandon, limit, byBudget = c, e.timeout, false
 	}
 	m.mu.Lock()
-	r.nextID++
-	id := r.nextID
-	m.running = append(m.running, running{id: id, name: e.name, start: start})
+	id := r.startRunning(e.name, start)
 	m.mu.Unlock()
-	if m.logEnabled(slog.LevelDebug) {
-		m.log(slog.LevelDebug, "shutdown: hook started", slog.String("hook", e.name))
-	}
+	r.logStart(e.name)
 
 	var res result
 	abandoned := false
 	if onWorker {
 		if r.w == nil {
 			r.w = &worker{jobs: make(chan job, 1), results: make(chan result, 1)}
-			go r.w.loop()
+			go r.loop(r.w)
 		}
-		r.w.jobs <- job{ctx, e.hook}
+		r.w.jobs <- job{ctx: ctx, h: e.hook}
 		select {
 		case res = <-r.w.results:
 			if res.goexit {
@@ -363,32 +533,36 @@ func (r *runner) runHook(e entry, onWorker bool) {
 		}
 	}
 	elapsed := time.Since(start)
-
 	var herr *HookError
-	switch {
-	case abandoned:
-		herr = &HookError{Name: e.name, Err: ErrTimeout, kind: kindTimeout}
-	case res.panicked:
-		herr = &HookError{Name: e.name, Err: res.err, Stack: res.stack, kind: kindPanic}
-	case res.err != nil && ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded):
-		herr = &HookError{Name: e.name, Err: res.err, kind: kindTimeout}
-	case res.err != nil:
-		herr = &HookError{Name: e.name, Err: res.err, kind: kindFailed}
+	if abandoned {
+		herr = &HookError{Name: e.name, Elapsed: elapsed, Err: ErrTimeout, kind: kindTimeout, limit: limit, byBudget: byBudget}
+		id = 0 // still running: keep it listed
+	} else {
+		herr = r.classify(e.name, res, ctx, elapsed, limit, byBudget)
 	}
-	if herr != nil {
-		herr.Elapsed, herr.limit, herr.byBudget = elapsed, limit, byBudget
-	}
-	if !abandoned {
-		id = 0 // still running if abandoned: keep it listed
-	}
-	r.finish(e, id, herr, elapsed, limit)
+	r.finish(e.name, id, herr, elapsed, limit)
 }
 
-// finish records a hook's end: the error, the log record, and its removal
-// from the running list (id 0 leaves it listed).
-func (r *runner) finish(e entry, id uint64, herr *HookError, elapsed, limit time.Duration) {
+// classify turns a hook's result into its error, or nil.
+func (r *runner) classify(name string, res result, ctx context.Context, elapsed, limit time.Duration, byBudget bool) *HookError {
+	var kind hookKind
+	switch {
+	case res.err == nil:
+		return nil
+	case res.panicked:
+		kind = kindPanic
+	case ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded):
+		kind = kindTimeout
+	default:
+		kind = kindFailed
+	}
+	return &HookError{Name: name, Elapsed: elapsed, Err: res.err, Stack: res.stack, kind: kind, limit: limit, byBudget: byBudget}
+}
+
+// record stores a hook's end: its error, and its removal from the running
+// list (id 0 leaves it listed). The caller holds m.mu.
+func (r *runner) record(id uint64, herr *HookError) {
 	m := r.m
-	m.mu.Lock()
 	if id != 0 {
 		for i := range m.running {
 			if m.running[i].id == id {
@@ -400,17 +574,36 @@ func (r *runner) finish(e entry, id uint64, herr *HookError, elapsed, limit time
 	if herr != nil {
 		m.hookErrs = append(m.hookErrs, herr)
 	}
-	m.mu.Unlock()
+}
+
+// finish records a hook's end and logs it.
+func (r *runner) finish(name string, id uint64, herr *HookError, elapsed, limit time.Duration) {
+	r.m.mu.Lock()
+	r.record(id, herr)
+	r.m.mu.Unlock()
+	r.logEnd(name, herr, elapsed, limit)
+}
+
+func (r *runner) logStart(name string) {
+	if r.m.logEnabled(slog.LevelDebug) {
+		r.m.log(slog.LevelDebug, "shutdown: hook started", slog.String("hook", name))
+	}
+}
+
+// logEnd writes a hook's end: Error for a failure, Warn for a hook that
+// used 80% or more of its bound, Info otherwise.
+func (r *runner) logEnd(name string, herr *HookError, elapsed, limit time.Duration) {
+	m := r.m
 	switch {
 	case herr != nil:
-		m.log(slog.LevelError, "shutdown: hook failed", slog.String("hook", e.name),
+		m.log(slog.LevelError, "shutdown: hook failed", slog.String("hook", name),
 			slog.Duration("elapsed", elapsed), slog.String("outcome", herr.kind.String()), slog.String("error", herr.Error()))
 	case elapsed >= limit/5*4:
 		// Close to its bound: the next deploy may cross it.
-		m.log(slog.LevelWarn, "shutdown: hook finished close to its bound", slog.String("hook", e.name),
+		m.log(slog.LevelWarn, "shutdown: hook finished close to its bound", slog.String("hook", name),
 			slog.Duration("elapsed", elapsed), slog.String("outcome", "ok"), slog.Duration("bound", limit))
 	case m.logEnabled(slog.LevelInfo):
-		m.log(slog.LevelInfo, "shutdown: hook finished", slog.String("hook", e.name),
+		m.log(slog.LevelInfo, "shutdown: hook finished", slog.String("hook", name),
 			slog.Duration("elapsed", elapsed), slog.String("outcome", "ok"))
 	}
 }

@@ -329,16 +329,21 @@ func TestPanics(t *testing.T) {
 }
 
 func TestGoexitInHook(t *testing.T) {
-	m := newTest()
-	var r recorder
-	m.Add("after", r.hook("after"))
-	m.Add("goexit", func(context.Context) error { runtimeGoexit(); return nil })
-	m.Trigger()
-	if err := m.Wait(); !errors.Is(err, errGoexit) {
-		t.Errorf("Wait() = %v, want errGoexit", err)
-	}
-	if got := r.list(); !slices.Equal(got, []string{"after"}) {
-		t.Errorf("hooks ran %v, want [after]", got)
+	for _, opts := range [][]HookOption{nil, {Timeout(time.Minute)}, {Concurrent("s")}} {
+		t.Run(fmt.Sprint(opts), func(t *testing.T) {
+			m := newTest()
+			var r recorder
+			m.Add("after", r.hook("after"))
+			m.Add("goexit", func(context.Context) error { runtimeGoexit(); return nil }, opts...)
+			m.Add("before", r.hook("before"))
+			m.Trigger()
+			if err := m.Wait(); !errors.Is(err, errGoexit) {
+				t.Errorf("Wait() = %v, want errGoexit", err)
+			}
+			if got := r.list(); !slices.Equal(got, []string{"before", "after"}) {
+				t.Errorf("hooks ran %v, want [before after]", got)
+			}
+		})
 	}
 }
 
