@@ -225,3 +225,32 @@ func ExampleNew() {
 		os.Exit(1)
 	}
 }
+
+// Report says where the time went; its String draws a timeline. The
+// durations vary from run to run, so this example prints only the outcomes.
+func ExampleManager_Report() {
+	m := shutdown.New(quiet, shutdown.WithTimeout(time.Second))
+	m.Add("database", func(ctx context.Context) error { return nil })
+	m.Add("cache", func(ctx context.Context) error { return errors.New("redis: connection refused") })
+	m.Add("queue", func(ctx context.Context) error {
+		<-ctx.Done() // stuck until its deadline
+		return ctx.Err()
+	}, shutdown.Timeout(50*time.Millisecond))
+	m.Trigger()
+	m.Wait()
+
+	// fmt.Print(r) would draw the timeline:
+	//   shutdown: triggered: 46ms of the 1s budget
+	//   queue    |xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | 0s +45ms  timeout
+	//   ...
+	r := m.Report()
+	fmt.Println(r.Cause)
+	for _, h := range r.Hooks {
+		fmt.Println(h.Name, h.Outcome)
+	}
+	// Output:
+	// shutdown: triggered
+	// queue timeout
+	// cache failed
+	// database ok
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -163,6 +164,7 @@ type running struct {
 	id    uint64
 	name  string
 	start time.Time
+	label string // its goroutine's pprof label
 }
 
 // runningSet is the Concurrent set whose members are running.
@@ -208,6 +210,7 @@ type job struct {
 type worker struct {
 	jobs    chan job
 	results chan result
+	label   string // its goroutine's pprof label, to find its stack
 
 	// Guarded by Manager.mu.
 	abandoned bool
@@ -216,7 +219,14 @@ type worker struct {
 	curID     uint64    // its id in Manager.running; 0 between hooks
 }
 
+func (r *runner) newWorker() *worker {
+	w := &worker{jobs: make(chan job, 1), results: make(chan result, 1), label: newLabel()}
+	go r.loop(w)
+	return w
+}
+
 func (r *runner) loop(w *worker) {
+	setLabel(w.label)
 	for j := range w.jobs {
 		var ok bool
 		if j.batch != nil {
@@ -248,6 +258,13 @@ func runJob(ctx context.Context, h Hook, out chan<- result) bool {
 	return true
 }
 
+// runLabelled is runJob on a goroutine of its own, labelled so that its
+// stack can be found if it is abandoned.
+func runLabelled(label string, ctx context.Context, h Hook, out chan<- result) {
+	setLabel(label)
+	runJob(ctx, h, out)
+}
+
 // call calls h and recovers a panic. DESIGN chose recovering over
 // errgroup's stance (which does not recover): one panicking hook must not
 // stop the others from running during exit. runtime.Goexit is not
@@ -268,6 +285,7 @@ func call(ctx context.Context, h Hook) (res result) {
 // runner runs the hooks of one shutdown (steps 5 and 6).
 type runner struct {
 	m          *Manager
+	start      time.Time // the shutdown's start, for the report's offsets
 	budgetEnd  time.Time
 	budgetOver chan struct{} // closed at the end of the budget
 	budgetT    *time.Timer
@@ -276,10 +294,11 @@ type runner struct {
 	waitFn     bool    // Run was called before hooks started: AfterRun waits
 	w          *worker // used by the runner goroutine only
 	nextID     uint64  // guarded by Manager.mu
+	captures   atomic.Int32
 }
 
-func newRunner(m *Manager, budgetEnd time.Time) *runner {
-	r := &runner{m: m, budgetEnd: budgetEnd, budgetOver: make(chan struct{})}
+func newRunner(m *Manager, start, budgetEnd time.Time) *runner {
+	r := &runner{m: m, start: start, budgetEnd: budgetEnd, budgetOver: make(chan struct{})}
 	r.budgetT = time.AfterFunc(time.Until(budgetEnd), func() { close(r.budgetOver) })
 	// Hooks bounded by the budget share one context. Its deadline is the
 	// budget's end less min(10% of the budget, 250ms): one context for all
@@ -320,9 +339,9 @@ func (r *runner) plain(e *entry) bool {
 
 // startRunning lists a hook as running, for the second signal's log
 // record, and returns its id. The caller holds m.mu.
-func (r *runner) startRunning(name string, start time.Time) uint64 {
+func (r *runner) startRunning(name string, start time.Time, label string) uint64 {
 	r.nextID++
-	r.m.running = append(r.m.running, running{id: r.nextID, name: name, start: start})
+	r.m.running = append(r.m.running, running{id: r.nextID, name: name, start: start, label: label})
 	return r.nextID
 }
 
@@ -358,18 +377,17 @@ func (r *runner) run() {
 			m.mu.Unlock()
 		case r.plain(&e) && !r.over():
 			if r.w == nil {
-				r.w = &worker{jobs: make(chan job, 1), results: make(chan result, 1)}
-				go r.loop(r.w)
+				r.w = r.newWorker()
 			}
 			w := r.w
 			start := time.Now()
-			w.cur, w.curStart, w.curID = e, start, r.startRunning(e.name, start)
+			w.cur, w.curStart, w.curID = e, start, r.startRunning(e.name, start, w.label)
 			m.mu.Unlock()
 			r.logStart(e.name)
 			r.watchBatch(w, e)
 		default:
 			m.mu.Unlock()
-			r.runHook(e, true)
+			r.runHook(e, true, "")
 		}
 	}
 }
@@ -392,8 +410,9 @@ func (r *runner) watchBatch(w *worker, e entry) {
 		close(w.jobs)
 		r.w = nil
 		if id != 0 {
-			elapsed := time.Since(start)
-			r.finish(cur.name, 0, &HookError{Name: cur.name, Elapsed: elapsed, Err: ErrTimeout, kind: kindTimeout, limit: m.cfg.timeout, byBudget: true}, elapsed, m.cfg.timeout)
+			herr := &HookError{Name: cur.name, Err: ErrTimeout, kind: kindTimeout, limit: m.cfg.timeout, byBudget: true}
+			r.abandon(herr, w.label)
+			r.finish(0, cur.name, "", herr, start, m.cfg.timeout)
 		}
 	}
 }
@@ -410,27 +429,29 @@ func (r *runner) batch(w *worker, e entry) bool {
 			return
 		}
 		// runtime.Goexit in a hook: report it; the runner starts a new worker.
-		elapsed := time.Since(w.curStart)
+		end := time.Now()
 		m.mu.Lock()
 		if w.abandoned {
 			m.mu.Unlock()
 			return
 		}
-		cur, id := w.cur, w.curID
+		cur, start, id := w.cur, w.curStart, w.curID
 		w.cur, w.curID = entry{}, 0
-		herr := &HookError{Name: cur.name, Elapsed: elapsed, Err: errGoexit, kind: kindFailed}
-		r.record(id, herr)
+		herr := &HookError{Name: cur.name, Elapsed: end.Sub(start), Err: errGoexit, kind: kindFailed}
+		r.record(id, r.row(cur.name, "", start, end, herr))
 		m.mu.Unlock()
-		r.logEnd(cur.name, herr, elapsed, m.cfg.timeout)
+		r.logEnd(cur.name, herr, end.Sub(start), m.cfg.timeout)
 		w.results <- result{goexit: true}
 	}()
 	for {
 		res := call(r.shared, e.hook)
-		elapsed := time.Since(w.curStart)
-		herr := r.classify(e.name, res, r.shared, elapsed, m.cfg.timeout, true)
+		end := time.Now()
+		start := w.curStart // written by this goroutine or before the job was sent
+		herr := r.classify(e.name, res, r.shared, end.Sub(start), m.cfg.timeout, true)
 		m.mu.Lock()
 		if w.abandoned { // the runner reported this hook already
 			m.mu.Unlock()
+			done = true
 			return false
 		}
 		id := w.curID
@@ -438,15 +459,14 @@ func (r *runner) batch(w *worker, e entry) bool {
 		var nextEntry entry
 		if next {
 			nextEntry = m.pop()
-			start := time.Now()
-			w.cur, w.curStart = nextEntry, start
-			w.curID = r.startRunning(nextEntry.name, start)
+			w.cur, w.curStart = nextEntry, end
+			w.curID = r.startRunning(nextEntry.name, end, w.label)
 		} else {
 			w.cur, w.curID = entry{}, 0
 		}
-		r.record(id, herr)
+		r.record(id, r.row(e.name, "", start, end, herr))
 		m.mu.Unlock()
-		r.logEnd(e.name, herr, elapsed, m.cfg.timeout)
+		r.logEnd(e.name, herr, end.Sub(start), m.cfg.timeout)
 		if !next {
 			done = true
 			w.results <- result{}
@@ -468,7 +488,7 @@ func (r *runner) startSet(e entry) *runningSet {
 }
 
 func (r *runner) runMember(s *runningSet, e entry) {
-	r.runHook(e, false)
+	r.runHook(e, false, s.name)
 	r.m.mu.Lock()
 	s.pending--
 	r.m.mu.Unlock()
@@ -477,8 +497,8 @@ func (r *runner) runMember(s *runningSet, e entry) {
 // runHook runs one hook that is not plain to its end, its abandonment or
 // its skipping, and records the outcome. onWorker says whether to use the
 // reused worker goroutine (serial hooks) or a goroutine of its own (set
-// members).
-func (r *runner) runHook(e entry, onWorker bool) {
+// members, whose set is named by set).
+func (r *runner) runHook(e entry, onWorker bool, set string) {
 	m := r.m
 	if e.afterRun && r.waitFn {
 		select {
@@ -487,7 +507,8 @@ func (r *runner) runHook(e entry, onWorker bool) {
 		}
 	}
 	if r.over() {
-		r.finish(e.name, 0, &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout}, 0, 0)
+		herr := &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout}
+		r.finish(0, e.name, set, herr, time.Now(), 0)
 		return
 	}
 	start := time.Now()
@@ -501,46 +522,57 @@ func (r *runner) runHook(e entry, onWorker bool) {
 		defer t.Stop()
 		abandon, limit, byBudget = c, e.timeout, false
 	}
+	var label string
+	var out chan result
+	if onWorker {
+		if r.w == nil {
+			r.w = r.newWorker()
+		}
+		label, out = r.w.label, r.w.results
+	} else {
+		label, out = newLabel(), make(chan result, 1) // buffered: an abandoned hook can still send
+	}
 	m.mu.Lock()
-	id := r.startRunning(e.name, start)
+	id := r.startRunning(e.name, start, label)
 	m.mu.Unlock()
 	r.logStart(e.name)
 
-	var res result
-	abandoned := false
 	if onWorker {
-		if r.w == nil {
-			r.w = &worker{jobs: make(chan job, 1), results: make(chan result, 1)}
-			go r.loop(r.w)
-		}
 		r.w.jobs <- job{ctx: ctx, h: e.hook}
-		select {
-		case res = <-r.w.results:
-			if res.goexit {
-				r.w = nil
-			}
-		case <-abandon:
-			close(r.w.jobs) // the worker ends once the stuck hook returns
-			r.w, abandoned = nil, true
-		}
 	} else {
-		out := make(chan result, 1) // buffered: an abandoned hook can still send
-		go runJob(ctx, e.hook, out)
-		select {
-		case res = <-out:
-		case <-abandon:
-			abandoned = true
-		}
+		go runLabelled(label, ctx, e.hook, out)
 	}
-	elapsed := time.Since(start)
 	var herr *HookError
-	if abandoned {
-		herr = &HookError{Name: e.name, Elapsed: elapsed, Err: ErrTimeout, kind: kindTimeout, limit: limit, byBudget: byBudget}
+	select {
+	case res := <-out:
+		if res.goexit && onWorker {
+			r.w = nil
+		}
+		herr = r.classify(e.name, res, ctx, time.Since(start), limit, byBudget)
+	case <-abandon:
+		if onWorker {
+			close(r.w.jobs) // the worker ends once the stuck hook returns
+			r.w = nil
+		}
+		herr = &HookError{Name: e.name, Err: ErrTimeout, kind: kindTimeout, limit: limit, byBudget: byBudget}
+		r.abandon(herr, label)
 		id = 0 // still running: keep it listed
-	} else {
-		herr = r.classify(e.name, res, ctx, elapsed, limit, byBudget)
 	}
-	r.finish(e.name, id, herr, elapsed, limit)
+	r.finish(id, e.name, set, herr, start, limit)
+}
+
+// maxCaptures caps the stack captures of one shutdown: each takes a
+// goroutine profile, which stops the world for a moment and costs time
+// beyond the hook's bound.
+const maxCaptures = 4
+
+// abandon fills in the stack of an abandoned hook, from the goroutine
+// labelled label, while captures last.
+func (r *runner) abandon(herr *HookError, label string) {
+	if r.captures.Add(1) > maxCaptures {
+		return
+	}
+	herr.Stack = stacks(label)[label]
 }
 
 // classify turns a hook's result into its error, or nil.
@@ -559,9 +591,18 @@ func (r *runner) classify(name string, res result, ctx context.Context, elapsed,
 	return &HookError{Name: name, Elapsed: elapsed, Err: res.err, Stack: res.stack, kind: kind, limit: limit, byBudget: byBudget}
 }
 
-// record stores a hook's end: its error, and its removal from the running
-// list (id 0 leaves it listed). The caller holds m.mu.
-func (r *runner) record(id uint64, herr *HookError) {
+// row is a hook's line in the Report.
+func (r *runner) row(name, set string, start, end time.Time, herr *HookError) HookReport {
+	h := HookReport{Name: name, Set: set, Start: start.Sub(r.start), Elapsed: end.Sub(start), Outcome: "ok"}
+	if herr != nil {
+		h.Outcome, h.Err = herr.kind.String(), herr
+	}
+	return h
+}
+
+// record stores a hook's end: its report row, its error, and its removal
+// from the running list (id 0 leaves it listed). The caller holds m.mu.
+func (r *runner) record(id uint64, row HookReport) {
 	m := r.m
 	if id != 0 {
 		for i := range m.running {
@@ -571,17 +612,22 @@ func (r *runner) record(id uint64, herr *HookError) {
 			}
 		}
 	}
-	if herr != nil {
-		m.hookErrs = append(m.hookErrs, herr)
+	m.rows = append(m.rows, row)
+	if row.Err != nil {
+		m.hookErrs = append(m.hookErrs, row.Err)
 	}
 }
 
-// finish records a hook's end and logs it.
-func (r *runner) finish(name string, id uint64, herr *HookError, elapsed, limit time.Duration) {
+// finish records a hook's end, now, and logs it.
+func (r *runner) finish(id uint64, name, set string, herr *HookError, start time.Time, limit time.Duration) {
+	end := time.Now()
+	if herr != nil && herr.kind != kindSkipped {
+		herr.Elapsed = end.Sub(start)
+	}
 	r.m.mu.Lock()
-	r.record(id, herr)
+	r.record(id, r.row(name, set, start, end, herr))
 	r.m.mu.Unlock()
-	r.logEnd(name, herr, elapsed, limit)
+	r.logEnd(name, herr, end.Sub(start), limit)
 }
 
 func (r *runner) logStart(name string) {
@@ -596,8 +642,12 @@ func (r *runner) logEnd(name string, herr *HookError, elapsed, limit time.Durati
 	m := r.m
 	switch {
 	case herr != nil:
-		m.log(slog.LevelError, "shutdown: hook failed", slog.String("hook", name),
-			slog.Duration("elapsed", elapsed), slog.String("outcome", herr.kind.String()), slog.String("error", herr.Error()))
+		attrs := []slog.Attr{slog.String("hook", name), slog.Duration("elapsed", elapsed),
+			slog.String("outcome", herr.kind.String()), slog.String("error", herr.Error())}
+		if len(herr.Stack) > 0 {
+			attrs = append(attrs, slog.String("stack", string(herr.Stack)))
+		}
+		m.log(slog.LevelError, "shutdown: hook failed", attrs...)
 	case elapsed >= limit/5*4:
 		// Close to its bound: the next deploy may cross it.
 		m.log(slog.LevelWarn, "shutdown: hook finished close to its bound", slog.String("hook", name),

@@ -27,9 +27,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -133,6 +135,14 @@ type loggerOption struct{ l *slog.Logger }
 // WithLogger sets the logger for shutdown's records. It defaults to
 // [slog.Default], looked up at the time of each record. It panics if l is nil;
 // to silence the manager, give it a logger whose handler discards records.
+//
+// Records use these attribute keys: "cause" (what started shutdown), "hook"
+// (a hook's name; "run" for Run's function), "elapsed" (a duration),
+// "outcome" ("ok", "failed", "timeout", "panic", "skipped"), "error", "bound"
+// (the limit a slow hook came close to), "stack" (where an abandoned hook is
+// stuck), "signal" and "code" (a second signal's forced exit). A hook's start
+// is logged at Debug; its end at Info, at Warn when it used 80% or more of
+// its bound, and at Error when it failed.
 func WithLogger(l *slog.Logger) Option {
 	if l == nil {
 		panic("shutdown: WithLogger: l is nil")
@@ -202,12 +212,15 @@ type Manager struct {
 	cause    error   // what started shutdown
 	result   []error // TriggerCause errors, fn's error, hook errors, in that order
 	hookErrs []error
+	rows     []HookReport   // one per hook, in the order they ended
+	report   *Report        // set when shutdown has finished
 	stack    []entry        // pending hooks in registration order; the last runs next
 	sets     map[string]int // Concurrent set name -> index in stack, while pending
 	live     *runningSet    // the Concurrent set now running, if any
 	running  []running      // hooks started and not yet ended (abandoned included)
 	runState runState
 	fnStart  time.Time
+	fnLabel  string // the pprof label of fn's goroutine
 	fnErr    error
 	skipRun  bool // shutdown started by fn: no drain
 	start    time.Time
@@ -305,16 +318,27 @@ func (m *Manager) laterSignal(sig os.Signal) {
 	}
 	m.mu.Lock()
 	now := time.Now()
-	attrs := make([]any, 0, len(m.running)+2)
-	attrs = append(attrs, slog.String("signal", signalName(sig)))
-	for _, r := range m.running {
-		attrs = append(attrs, slog.Group("running", slog.String("hook", r.name), slog.Duration("elapsed", now.Sub(r.start))))
-	}
+	hooks := slices.Clone(m.running)
 	m.mu.Unlock()
 	logged := make(chan struct{})
+	// The record goes out on another goroutine: it calls the user's log
+	// handler, which must not be able to hold up the exit.
 	go func() {
 		defer close(logged)
-		m.log(slog.LevelError, "shutdown: second signal; exiting at once", attrsOf(attrs)...)
+		labels := make([]string, len(hooks))
+		for i, h := range hooks {
+			labels[i] = h.label
+		}
+		var st map[string][]byte
+		if len(labels) > 0 {
+			st = stacks(labels...)
+		}
+		attrs := []slog.Attr{slog.String("signal", signalName(sig)), slog.Int("code", 128+signalNumber(sig))}
+		for _, h := range hooks {
+			attrs = append(attrs, slog.Group("running", slog.String("hook", h.name),
+				slog.Duration("elapsed", now.Sub(h.start)), slog.String("stack", string(st[h.label]))))
+		}
+		m.log(slog.LevelError, "shutdown: second signal; exiting at once", attrs...)
 	}()
 	t := time.NewTimer(time.Second)
 	select {
@@ -323,14 +347,6 @@ func (m *Manager) laterSignal(sig os.Signal) {
 	}
 	t.Stop()
 	m.cfg.exit(128 + signalNumber(sig))
-}
-
-func attrsOf(a []any) []slog.Attr {
-	out := make([]slog.Attr, len(a))
-	for i, v := range a {
-		out[i] = v.(slog.Attr)
-	}
-	return out
 }
 
 // Trigger starts shutdown now, as a signal would. It is idempotent: calls
@@ -416,6 +432,18 @@ func (m *Manager) Wait() error {
 // Hooks added with [AfterRun] start only after fn has returned. Run panics if
 // fn is nil or if Run was called before. Called after hooks have started, it
 // does not call fn and returns the shutdown's result.
+//
+// The exit code follows from Run's result as the last lines of main: exit 0
+// when it is nil (a clean shutdown, signal-triggered or not) and 1
+// otherwise (a failed hook, a failed fn, a TriggerCause error):
+//
+//	if err := m.Run(serve); err != nil {
+//		fmt.Fprintln(os.Stderr, err)
+//		os.Exit(1)
+//	}
+//
+// The forced exit on a later signal (see [WithForceExit]) happens inside
+// the library, with code 128+n, and Run never returns then.
 func (m *Manager) Run(fn func(ctx context.Context) error) error {
 	if fn == nil {
 		panic("shutdown: Run: fn is nil")
@@ -432,6 +460,7 @@ func (m *Manager) Run(fn func(ctx context.Context) error) error {
 	}
 	m.runState = runActive
 	m.fnStart = time.Now()
+	m.fnLabel = newLabel()
 	m.mu.Unlock()
 	go m.callFn(fn)
 	return m.Wait()
@@ -441,7 +470,7 @@ func (m *Manager) callFn(fn func(ctx context.Context) error) {
 	// fn runs on a goroutine of its own, so that even runtime.Goexit in fn
 	// is reported rather than losing this goroutine.
 	out := make(chan result, 1)
-	go runJob(m.ctx, fn, out)
+	go runLabelled(m.fnLabel, m.ctx, fn, out)
 	r := <-out
 	var err error
 	switch {
@@ -470,8 +499,12 @@ func (m *Manager) sequence() {
 	start, cause, skipDrain := m.start, m.cause, m.skipRun
 	m.mu.Unlock()
 	budgetEnd := start.Add(m.cfg.timeout)
+	if err := notifySystemd("STOPPING=1"); err != nil {
+		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
+	}
 	m.log(slog.LevelInfo, "shutdown: started", slog.String("cause", cause.Error()), slog.Duration("budget", m.cfg.timeout))
 
+	var drained time.Duration
 	if d := m.cfg.drain; d > 0 && !skipDrain {
 		m.log(slog.LevelInfo, "shutdown: drain delay", slog.Duration("delay", d))
 		t := time.NewTimer(d)
@@ -480,10 +513,11 @@ func (m *Manager) sequence() {
 		case <-m.drainCut:
 		}
 		t.Stop()
+		drained = time.Since(start)
 	}
 	m.cancel(cause)
 
-	r := newRunner(m, budgetEnd)
+	r := newRunner(m, start, budgetEnd)
 	r.run()
 
 	// Wait for Run's fn, if it is still running, up to the end of the budget.
@@ -495,12 +529,17 @@ func (m *Manager) sequence() {
 		case <-m.fnDone:
 		case <-r.budgetOver:
 			m.mu.Lock()
+			var herr *HookError
 			if m.runState == runActive {
 				m.runState = runAbandoned
-				m.fnErr = &HookError{Name: "run", Elapsed: time.Since(m.fnStart), Err: ErrTimeout, kind: kindTimeout, limit: m.cfg.timeout, byBudget: true}
-				m.log(slog.LevelError, "shutdown: run function abandoned", slog.String("hook", "run"), slog.String("error", m.fnErr.Error()))
+				herr = &HookError{Name: "run", Elapsed: time.Since(m.fnStart), Err: ErrTimeout, kind: kindTimeout, limit: m.cfg.timeout, byBudget: true}
+				m.fnErr = herr
 			}
 			m.mu.Unlock()
+			if herr != nil {
+				r.abandon(herr, m.fnLabel)
+				r.logEnd("run", herr, herr.Elapsed, m.cfg.timeout)
+			}
 		}
 	}
 	r.stop()
@@ -513,9 +552,10 @@ func (m *Manager) sequence() {
 	errs = append(errs, m.hookErrs...)
 	m.err = errors.Join(errs...)
 	nfail := len(m.hookErrs)
+	elapsed := time.Since(start)
+	m.report = m.buildReport(elapsed, drained)
 	m.mu.Unlock()
 
-	elapsed := time.Since(start)
 	if m.err != nil {
 		m.log(slog.LevelError, "shutdown: finished with errors", slog.Duration("elapsed", elapsed), slog.Int("failed", nfail), slog.String("error", m.err.Error()))
 	} else {
@@ -563,4 +603,26 @@ func signalNumber(s os.Signal) int {
 		return int(n)
 	}
 	return 1
+}
+
+// notifySystemd sends state to systemd's notification socket, as
+// sd_notify(3) does, when NOTIFY_SOCKET is set: a path, or an abstract
+// socket starting with '@'. Without NOTIFY_SOCKET it does nothing.
+func notifySystemd(state string) error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("shutdown: systemd notify: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("shutdown: systemd notify: %w", err)
+	}
+	return nil
 }

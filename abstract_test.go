@@ -1,0 +1,5 @@
+package shutdown
+
+import "runtime"
+
+var abstractSockets = runtime.GOOS == "linux"
