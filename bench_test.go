@@ -46,3 +46,31 @@ func BenchmarkTriggerToFirstHook(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkStackCapture measures one capture of an abandoned hook's stack,
+// the cost an abandonment adds beyond the hook's bound, with g other
+// goroutines alive in the process.
+func BenchmarkStackCapture(b *testing.B) {
+	for _, g := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			release := make(chan struct{})
+			defer close(release)
+			for range g {
+				go func() { <-release }()
+			}
+			label := newLabel()
+			entered := make(chan struct{})
+			go func() {
+				setLabel(label)
+				close(entered)
+				<-release
+			}()
+			<-entered
+			for b.Loop() {
+				if len(stacks(label)[label]) == 0 {
+					b.Fatal("no stack for the labelled goroutine")
+				}
+			}
+		})
+	}
+}

@@ -307,6 +307,7 @@ func newRunner(m *Manager, start, budgetEnd time.Time) *runner {
 	m.mu.Lock()
 	m.state = hooking
 	r.waitFn = m.runState != runNone
+	m.rows = make([]HookReport, 0, len(m.stack)) // one row per hook, allocated once
 	m.mu.Unlock()
 	return r
 }
