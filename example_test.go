@@ -115,6 +115,28 @@ func ExampleAfterRun() {
 	// <nil> true
 }
 
+// The wrong order: the AfterRun hook is added after the server, so it runs
+// before it and waits for Run's function, which waits for the server to
+// stop, which waits for its turn after the AfterRun hook: nothing moves until
+// the budget ends. Add the database first, as in ExampleAfterRun.
+func ExampleAfterRun_wrongOrder() {
+	m := shutdown.New(quiet, shutdown.WithTimeout(100*time.Millisecond))
+	stopped := make(chan struct{})
+	m.Add("server", func(ctx context.Context) error { close(stopped); return nil })
+	m.Add("database", func(ctx context.Context) error { return nil }, shutdown.AfterRun())
+	m.Trigger()
+	err := m.Run(func(ctx context.Context) error {
+		<-stopped // serving until the server hook stops it
+		return nil
+	})
+	fmt.Println(err)
+	close(stopped) // the server hook never ran: let the abandoned function end
+	// Output:
+	// shutdown: hook "run": timed out after the 100ms budget
+	// shutdown: hook "database": skipped: Run's function had not returned when the 100ms budget was spent
+	// shutdown: hook "server": skipped: the 100ms budget was spent
+}
+
 // Hooks in the same Concurrent set run together; the set takes the place of
 // its first member in the order.
 func ExampleConcurrent() {

@@ -501,14 +501,16 @@ func (r *runner) runMember(s *runningSet, e entry) {
 // members, whose set is named by set).
 func (r *runner) runHook(e entry, onWorker bool, set string) {
 	m := r.m
+	waitedRun := false
 	if e.afterRun && r.waitFn {
 		select {
 		case <-m.fnDone:
 		case <-r.budgetOver:
+			waitedRun = true
 		}
 	}
 	if r.over() {
-		herr := &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout}
+		herr := &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout, waitedRun: waitedRun}
 		r.finish(0, e.name, set, herr, time.Now(), 0)
 		return
 	}
@@ -696,9 +698,10 @@ type HookError struct {
 	Err     error         // the hook's error, the panic value, or ErrTimeout/ErrSkipped
 	Stack   []byte        // where a panicking hook panicked
 
-	kind     hookKind
-	limit    time.Duration // the bound that cut the hook off
-	byBudget bool          // that bound was the total budget
+	kind      hookKind
+	limit     time.Duration // the bound that cut the hook off
+	byBudget  bool          // that bound was the total budget
+	waitedRun bool          // skipped while waiting, as AfterRun, for Run's fn
 }
 
 // Error names the hook and the bound that cut it off, never a measured time,
@@ -718,6 +721,9 @@ func (e *HookError) Error() string {
 	case kindPanic:
 		return fmt.Sprintf("%s: panic: %v", who, e.Err)
 	case kindSkipped:
+		if e.waitedRun {
+			return fmt.Sprintf("%s: skipped: Run's function had not returned when the %v budget was spent", who, e.limit)
+		}
 		return fmt.Sprintf("%s: skipped: the %v budget was spent", who, e.limit)
 	}
 	return fmt.Sprintf("%s: %v", who, e.Err)
