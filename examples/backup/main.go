@@ -1,10 +1,15 @@
 // Command backup shows what SIGTERM saves and SIGKILL loses. It starts a new
-// DIR/data.log and appends "record N" lines to it through a buffer and prints "accepted N"
-// once record N is in the buffer. On SIGTERM or SIGINT it stops, flushes and
-// fsyncs data.log, copies it to DIR/backup.log and exits 0; after SIGKILL,
-// whatever was still in the buffer is gone. See docs/signals.md.
+// DIR/data.log, appends "record N" lines to it through a buffer, about one a
+// millisecond, and prints "accepted N" once record N is in the buffer. On
+// SIGTERM or SIGINT it stops, flushes and fsyncs data.log, copies it to
+// DIR/backup.log and exits 0; after SIGKILL, whatever was still in the
+// buffer is gone. See docs/signals.md.
 //
-//	go run ./examples/backup -dir /tmp/b & sleep 1; kill $!      # or kill -9 $!
+//	go build -o /tmp/backup ./examples/backup
+//	/tmp/backup -dir /tmp >/tmp/out & sleep 1; kill $!; wait $!   # or kill -9 $!
+//
+// (Signal the program itself: after "go run ... &", $! is the go command,
+// and kill $! leaves the program running.)
 package main
 
 import (
