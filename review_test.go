@@ -1,0 +1,250 @@
+package shutdown
+
+// Tests from an adversarial review of the core against DESIGN.md. Each one
+// either proves a rule nothing else tested, or shows a finding of the review
+// (named "finding N" in its comment).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TriggerCause from a hook is joined, and Trigger from a hook does not
+// deadlock: the runner holds no lock while hooks run.
+func TestReviewTriggerInsideHook(t *testing.T) {
+	m := newTest()
+	errReload := errors.New("reload failed")
+	m.Add("h", func(context.Context) error {
+		m.Trigger()
+		m.TriggerCause(errReload)
+		return nil
+	})
+	m.Trigger()
+	if err := m.Wait(); !errors.Is(err, errReload) || err.Error() != errReload.Error() {
+		t.Errorf("Wait() = %v, want %v alone", err, errReload)
+	}
+}
+
+// Wait inside a hook blocks until the hook's bound; the hook is abandoned
+// and its goroutine ends once shutdown has finished (goleak in TestMain).
+func TestReviewWaitInsideHook(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		m.Add("waits", func(context.Context) error { return m.Wait() }, Timeout(time.Second))
+		m.Trigger()
+		start := time.Now()
+		err := m.Wait()
+		if got := time.Since(start); got != time.Second {
+			t.Errorf("Wait() returned after %v, want the hook's 1s bound", got)
+		}
+		if want := `shutdown: hook "waits": timed out after 1s`; err == nil || err.Error() != want {
+			t.Errorf("Wait() = %v, want %s", err, want)
+		}
+	})
+}
+
+// panic(nil) is a panic too (runtime.PanicNilError since Go 1.21).
+func TestReviewPanicNil(t *testing.T) {
+	m := newTest()
+	m.Add("nil", func(context.Context) error { panic(nil) })
+	m.Trigger()
+	err := m.Wait()
+	var pe *runtime.PanicNilError
+	if !errors.Is(err, ErrPanic) || !errors.As(err, &pe) {
+		t.Errorf("Wait() = %v, want ErrPanic with a *runtime.PanicNilError", err)
+	}
+}
+
+// A logger whose handler calls back into the manager (Add, Trigger,
+// Report) does not deadlock: records go out with no lock held. The hook
+// it adds from a hook's end record runs, once, as any late Add does. (In a
+// batch of plain hooks the worker pops the next hook before it logs the
+// end of the last one, so the added hook runs after "first", which counts
+// as started: "after the hook now running".)
+func TestReviewLoggerCallsBack(t *testing.T) {
+	var m *Manager
+	var once sync.Once
+	var r recorder
+	h := &callbackHandler{on: func(rec slog.Record) {
+		m.Trigger()
+		m.Report()
+		if rec.Message == "shutdown: hook finished" {
+			once.Do(func() { m.Add("from-log", r.hook("from-log")) })
+		}
+	}}
+	m = New(WithSignals(), WithLogger(slog.New(h)))
+	m.Add("first", r.hook("first"))
+	m.Add("second", r.hook("second"))
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Fatalf("Wait() = %v", err)
+	}
+	got := r.list()
+	if i := slices.Index(got, "from-log"); len(got) != 3 || got[0] != "second" || i < 1 {
+		t.Errorf("hooks ran %v, want second, then first and from-log", got)
+	}
+}
+
+type callbackHandler struct{ on func(slog.Record) }
+
+func (h *callbackHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *callbackHandler) Handle(_ context.Context, r slog.Record) error {
+	h.on(r)
+	return nil
+}
+func (h *callbackHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *callbackHandler) WithGroup(string) slog.Handler      { return h }
+
+// Run called during the drain delay is an ordinary Run: fn gets a live
+// context, and AfterRun hooks wait for it.
+func TestReviewRunDuringDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest(WithDrainDelay(time.Second))
+		var flushAt time.Duration
+		start := time.Now()
+		m.Add("flush", func(context.Context) error { flushAt = time.Since(start); return nil }, AfterRun())
+		m.Trigger()
+		err := m.Run(func(ctx context.Context) error {
+			if ctx.Err() != nil {
+				return errors.New("fn started with a done context during the drain")
+			}
+			<-ctx.Done()
+			time.Sleep(2 * time.Second) // the writer's last work
+			return ctx.Err()
+		})
+		if err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+		if flushAt != 3*time.Second {
+			t.Errorf("AfterRun hook started at %v, want 3s (1s drain + fn's 2s)", flushAt)
+		}
+	})
+}
+
+// fn returning an error that wraps the TriggerCause error does not report
+// it twice: the cause is in the result once.
+func TestReviewFnWrapsCause(t *testing.T) {
+	m := newTest()
+	errCause := errors.New("config reload failed")
+	go m.TriggerCause(errCause)
+	err := m.Run(func(ctx context.Context) error {
+		<-ctx.Done()
+		return fmt.Errorf("serve: %w", context.Cause(ctx))
+	})
+	if !errors.Is(err, errCause) || err.Error() != errCause.Error() {
+		t.Errorf("Run() = %v, want the cause alone", err)
+	}
+}
+
+// A second signal during the drain, with WithForceExit(true), exits at
+// once, naming no hook (none has started).
+func TestReviewSecondSignalDuringDrainExits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan chan<- os.Signal, 1)
+		exited := make(chan int, 1)
+		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }},
+			WithLogger(discard), WithDrainDelay(10*time.Second), WithTimeout(20*time.Second))
+		var ran atomic.Bool
+		m.Add("h", func(context.Context) error { ran.Store(true); return nil })
+		sigs := <-got
+		start := time.Now()
+		sigs <- syscall.SIGTERM
+		sigs <- syscall.SIGINT
+		if code := <-exited; code != 130 || time.Since(start) != 0 || ran.Load() {
+			t.Errorf("exit(%d) after %v (hook ran: %v), want exit(130) at once, before any hook", code, time.Since(start), ran.Load())
+		}
+		m.Wait() // the exit seam returned: let the shutdown finish
+	})
+}
+
+// Adds racing the batch worker's pops: every hook added before the last
+// hook ends runs exactly once, and after the hook that was running when it
+// was added; every later one is logged, never run.
+func TestReviewLateAddsRaceTheWorker(t *testing.T) {
+	for range 50 {
+		var logs logBuffer
+		m := New(WithSignals(), WithLogger(logs.logger(slog.LevelError)))
+		var ran sync.Map
+		var count atomic.Int32
+		for i := range 50 {
+			m.Add(fmt.Sprint("h", i), func(context.Context) error { count.Add(1); return nil })
+		}
+		var wg sync.WaitGroup
+		for g := range 2 {
+			wg.Go(func() {
+				for i := range 20 {
+					name := fmt.Sprintf("late-%d-%d", g, i)
+					var opts []HookOption
+					if i%3 == 0 {
+						opts = append(opts, Concurrent("late"))
+					}
+					m.Add(name, func(context.Context) error {
+						if _, dup := ran.LoadOrStore(name, true); dup {
+							t.Errorf("%s ran twice", name)
+						}
+						return nil
+					}, opts...)
+				}
+			})
+		}
+		m.Trigger()
+		wg.Wait()
+		if err := m.Wait(); err != nil {
+			t.Fatalf("Wait() = %v", err)
+		}
+		if count.Load() != 50 {
+			t.Errorf("%d of 50 registered hooks ran", count.Load())
+		}
+		l := logs.String()
+		for g := range 2 {
+			for i := range 20 {
+				name := fmt.Sprintf("late-%d-%d", g, i)
+				_, didRun := ran.Load(name)
+				logged := strings.Contains(l, "hook="+name+"\n")
+				if didRun == logged {
+					t.Errorf("%s: ran %v, logged as late %v; want exactly one", name, didRun, logged)
+				}
+			}
+		}
+	}
+}
+
+// A member added to a running set at the moment its last member ends
+// joins the set, runs next as a set of its own, or, once the last hook has
+// ended, is logged and not run: never twice, never lost.
+func TestReviewJoinAsSetEnds(t *testing.T) {
+	for range 200 {
+		var logs logBuffer
+		m := New(WithSignals(), WithLogger(logs.logger(slog.LevelError)))
+		var r recorder
+		m.Add("before-set", r.hook("before-set"))
+		added := make(chan struct{})
+		m.Add("a", func(context.Context) error {
+			go func() {
+				m.Add("joiner", r.hook("joiner"), Concurrent("s"))
+				close(added)
+			}()
+			return nil
+		}, Concurrent("s"))
+		m.Trigger()
+		<-added
+		m.Wait()
+		n := len(slices.DeleteFunc(r.list(), func(s string) bool { return s != "joiner" }))
+		logged := strings.Contains(logs.String(), "hook=joiner")
+		if n > 1 || (n == 1) == logged {
+			t.Fatalf("joiner ran %d times, logged as late: %v; want once or logged", n, logged)
+		}
+	}
+}
