@@ -248,3 +248,23 @@ func TestReviewJoinAsSetEnds(t *testing.T) {
 		}
 	}
 }
+
+// Finding 1: a TriggerCause after shutdown has finished cannot be joined
+// into the result (every Wait returns the same error), but was logged as if
+// it were.
+func TestReviewTriggerCauseAfterFinish(t *testing.T) {
+	var logs logBuffer
+	m := New(WithSignals(), WithLogger(logs.logger(slog.LevelInfo)))
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Fatalf("Wait() = %v, want nil", err)
+	}
+	m.TriggerCause(errors.New("too late"))
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() after a late TriggerCause = %v, want the same nil as before", err)
+	}
+	want := `level=ERROR msg="shutdown: TriggerCause after shutdown finished; not in the result" cause="too late"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %s:\n%s", want, logs.String())
+	}
+}

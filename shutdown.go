@@ -213,6 +213,7 @@ type Manager struct {
 	state    state
 	cause    error   // what started shutdown
 	result   []error // TriggerCause errors, fn's error, hook errors, in that order
+	sealed   bool    // the result is built: a TriggerCause now is too late for it
 	hookErrs []error
 	rows     []HookReport   // one per hook, in the order they ended
 	report   *Report        // set when shutdown has finished
@@ -360,7 +361,7 @@ func (m *Manager) Trigger() { m.TriggerCause(nil) }
 // [Manager.Context] and is joined into the error that [Manager.Wait] and
 // [Manager.Run] return. TriggerCause(nil) is Trigger. After shutdown has
 // started, the cause does not change; err is logged and joined into the
-// result.
+// result, unless shutdown has finished: then it is only logged.
 func (m *Manager) TriggerCause(err error) {
 	var cause error = errTriggered
 	if err != nil {
@@ -370,8 +371,17 @@ func (m *Manager) TriggerCause(err error) {
 		return
 	}
 	m.mu.Lock()
-	m.result = append(m.result, err)
+	sealed := m.sealed
+	if !sealed {
+		m.result = append(m.result, err)
+	}
 	m.mu.Unlock()
+	if sealed {
+		// Wait returns the same error to every caller: one that may have
+		// returned already cannot change.
+		m.log(slog.LevelError, "shutdown: TriggerCause after shutdown finished; not in the result", slog.String("cause", err.Error()))
+		return
+	}
 	m.log(slog.LevelError, "shutdown: TriggerCause after shutdown started", slog.String("cause", err.Error()))
 }
 
@@ -547,6 +557,7 @@ func (m *Manager) sequence() {
 	r.stop()
 
 	m.mu.Lock()
+	m.sealed = true
 	errs := append([]error(nil), m.result...)
 	if m.fnErr != nil && !m.ignorable(m.fnErr) {
 		errs = append(errs, m.fnErr)

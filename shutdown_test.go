@@ -412,10 +412,15 @@ func TestTriggerAndWaitFromManyGoroutines(t *testing.T) {
 
 func TestTriggerCause(t *testing.T) {
 	m := newTest()
+	// The hook holds shutdown open: a TriggerCause after the end is only
+	// logged (TestReviewTriggerCauseAfterFinish).
+	release := make(chan struct{})
+	m.Add("hold", func(context.Context) error { <-release; return nil })
 	first, second := errors.New("disk full"), errors.New("second reason")
 	m.TriggerCause(first)
 	m.TriggerCause(second)
 	m.TriggerCause(nil)
+	close(release)
 	err := m.Wait()
 	if got := context.Cause(m.Context()); got != first {
 		t.Errorf("context.Cause(Context()) = %v, want %v", got, first)
