@@ -268,3 +268,37 @@ func TestReviewTriggerCauseAfterFinish(t *testing.T) {
 		t.Errorf("log lacks %s:\n%s", want, logs.String())
 	}
 }
+
+// blockedInServe is a user function Run's fn is stuck in.
+func blockedInServe(release chan struct{}) { <-release }
+
+// Finding 2: the second signal's record names the hooks still running, but
+// not Run's fn, which DESIGN reports "like a hook (name run)". When an
+// AfterRun hook waits for a stuck fn, the record named nothing at all.
+func TestReviewSecondSignalNamesStuckRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan chan<- os.Signal, 1)
+		exited := make(chan int, 1)
+		var logs logBuffer
+		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(logs.logger(slog.LevelInfo)))
+		m.Add("db", func(context.Context) error { return nil }, AfterRun())
+		sigs := <-got
+		release, entered := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- m.Run(func(ctx context.Context) error { close(entered); blockedInServe(release); return nil })
+		}()
+		<-entered
+		sigs <- syscall.SIGTERM
+		time.Sleep(2 * time.Second) // fake time, to show the elapsed time in the log
+		sigs <- syscall.SIGTERM
+		if code := <-exited; code != 143 {
+			t.Errorf("exit code = %d, want 143", code)
+		}
+		if l := logs.String(); !strings.Contains(l, "running.hook=run running.elapsed=2s") || !strings.Contains(l, "blockedInServe") {
+			t.Errorf("second signal's log does not name the stuck fn and its stack:\n%s", l)
+		}
+		close(release)
+		<-done
+	})
+}

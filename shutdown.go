@@ -31,7 +31,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -321,7 +320,13 @@ func (m *Manager) laterSignal(sig os.Signal) {
 	}
 	m.mu.Lock()
 	now := time.Now()
-	hooks := slices.Clone(m.running)
+	var hooks []running
+	if m.runState == runActive || m.runState == runAbandoned {
+		// Run's fn is reported like a hook: when AfterRun hooks wait for it,
+		// it is what shutdown is stuck in.
+		hooks = append(hooks, running{name: "run", start: m.fnStart, label: m.fnLabel})
+	}
+	hooks = append(hooks, m.running...)
 	m.mu.Unlock()
 	logged := make(chan struct{})
 	// The record goes out on another goroutine: it calls the user's log
