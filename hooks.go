@@ -746,9 +746,10 @@ func (e *HookError) Is(target error) bool {
 	return false
 }
 
-// Closer adapts c to a Hook that calls c.Close. It panics if c is nil.
+// Closer adapts c to a Hook that calls c.Close. It panics if c is nil or a
+// nil pointer.
 func Closer(c io.Closer) Hook {
-	if c == nil {
+	if c == nil || isNilPointer(c) {
 		panic("shutdown: Closer: c is nil")
 	}
 	return func(context.Context) error { return c.Close() }

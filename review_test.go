@@ -302,3 +302,18 @@ func TestReviewSecondSignalNamesStuckRun(t *testing.T) {
 		<-done
 	})
 }
+
+type nilCloser struct{}
+
+func (*nilCloser) Close() error { return nil }
+
+// Finding 3: Closer, like GRPCServer, must panic at the call on a nil
+// closer, typed nil pointers included, not fail at shutdown.
+func TestReviewCloserTypedNilPanics(t *testing.T) {
+	defer func() {
+		if got, want := fmt.Sprint(recover()), "shutdown: Closer: c is nil"; got != want {
+			t.Errorf("panic = %q, want %q", got, want)
+		}
+	}()
+	Closer((*nilCloser)(nil))
+}
