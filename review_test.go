@@ -317,3 +317,14 @@ func TestReviewCloserTypedNilPanics(t *testing.T) {
 	}()
 	Closer((*nilCloser)(nil))
 }
+
+// Finding 4: runtime.Goexit in Run's fn is reported like a hook, as a
+// *HookError named "run", not as a bare error.
+func TestReviewGoexitInRun(t *testing.T) {
+	m := newTest()
+	err := m.Run(func(context.Context) error { runtimeGoexit(); return nil })
+	var he *HookError
+	if !errors.As(err, &he) || he.Name != "run" || !errors.Is(err, errGoexit) {
+		t.Errorf("Run() = %v, want a HookError named run wrapping errGoexit", err)
+	}
+}

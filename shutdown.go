@@ -493,6 +493,8 @@ func (m *Manager) callFn(fn func(ctx context.Context) error) {
 	switch {
 	case r.panicked:
 		err = &HookError{Name: "run", Elapsed: time.Since(m.fnStart), Err: r.err, Stack: r.stack, kind: kindPanic}
+	case r.goexit: // reported like a hook that called it
+		err = &HookError{Name: "run", Elapsed: time.Since(m.fnStart), Err: r.err, kind: kindFailed}
 	case r.err != nil:
 		err = r.err
 	}
