@@ -46,14 +46,14 @@ func (m *Manager) Report() *Report {
 	}
 }
 
-// buildReport assembles the report; the caller holds m.mu.
-func (m *Manager) buildReport(elapsed, drain time.Duration) *Report {
+// buildReport assembles the report once no hook records any more.
+func (m *Manager) buildReport(cause string, elapsed, drain time.Duration) *Report {
 	// Rows were appended as hooks ended, which is start order but for the
 	// members of sets; the sort is nearly free on sorted input. The report
 	// owns m.rows from here on: nothing appends once shutdown has finished.
 	rows := m.rows
 	slices.SortStableFunc(rows, func(a, b HookReport) int { return cmp.Compare(a.Start, b.Start) })
-	return &Report{Cause: m.cause.Error(), Budget: m.cfg.timeout, Drain: drain, Elapsed: elapsed, Hooks: rows}
+	return &Report{Cause: cause, Budget: m.cfg.timeout, Drain: drain, Elapsed: elapsed, Hooks: rows}
 }
 
 // timelineWidth is the width of the time axis of Report.String, in

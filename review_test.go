@@ -328,3 +328,48 @@ func TestReviewGoexitInRun(t *testing.T) {
 		t.Errorf("Run() = %v, want a HookError named run wrapping errGoexit", err)
 	}
 }
+
+// stuckIsError is an error whose Is method blocks until released: user
+// code that the manager calls while matching fn's error.
+type stuckIsError struct {
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (e *stuckIsError) Error() string { return "stuck in Is" }
+func (e *stuckIsError) Is(error) bool {
+	e.once.Do(func() { close(e.entered) })
+	<-e.release
+	return false
+}
+
+// Finding 5: the manager called user code (errors.Is on fn's error, the
+// cause's Error method) while holding its lock, and the signal goroutine
+// takes that lock before a forced exit: a stuck user method held the exit
+// that DESIGN step 7 bounds to 1s. Not in a bubble: a goroutine blocked on a
+// mutex is not durably blocked. The 10s bound is a hang guard.
+func TestReviewForcedExitNotHeldByUserErrorMethods(t *testing.T) {
+	got := make(chan chan<- os.Signal, 1)
+	exited := make(chan int, 1)
+	m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(discard))
+	sigs := <-got
+	fnErr := &stuckIsError{entered: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(func(context.Context) error { return fnErr }) }()
+	<-fnErr.entered
+	sigs <- syscall.SIGTERM // counts as the first: fn started shutdown
+	sigs <- syscall.SIGTERM
+	select {
+	case code := <-exited:
+		if code != 143 {
+			t.Errorf("exit code = %d, want 143", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("second signal did not exit within 10s: the signal goroutine is held by user code")
+	}
+	close(fnErr.release)
+	if err := <-done; !errors.Is(err, fnErr) || err.Error() != fnErr.Error() {
+		t.Errorf("Run() = %v, want fn's error", err)
+	}
+}

@@ -563,18 +563,23 @@ func (m *Manager) sequence() {
 	}
 	r.stop()
 
+	// Nothing records a hook any more: take the results, then match and
+	// print errors with the lock released. That calls user code (fn's
+	// error's Is and Unwrap methods, the cause's Error method), which must
+	// not hold the lock that the signal goroutine takes before a forced exit.
 	m.mu.Lock()
 	m.sealed = true
 	errs := append([]error(nil), m.result...)
-	if m.fnErr != nil && !m.ignorable(m.fnErr) {
-		errs = append(errs, m.fnErr)
-	}
-	errs = append(errs, m.hookErrs...)
-	m.err = errors.Join(errs...)
-	nfail := len(m.hookErrs)
-	elapsed := time.Since(start)
-	m.report = m.buildReport(elapsed, drained)
+	fnErr, hookErrs := m.fnErr, m.hookErrs
 	m.mu.Unlock()
+	if fnErr != nil && !ignorable(fnErr, cause) {
+		errs = append(errs, fnErr)
+	}
+	errs = append(errs, hookErrs...)
+	m.err = errors.Join(errs...) // read by Wait after done is closed
+	nfail := len(hookErrs)
+	elapsed := time.Since(start)
+	m.report = m.buildReport(cause.Error(), elapsed, drained)
 
 	if m.err != nil {
 		m.log(slog.LevelError, "shutdown: finished with errors", slog.Duration("elapsed", elapsed), slog.Int("failed", nfail), slog.String("error", m.err.Error()))
@@ -584,13 +589,13 @@ func (m *Manager) sequence() {
 	close(m.done)
 }
 
-// ignorable reports whether fn's error means a clean stop.
-func (m *Manager) ignorable(err error) bool {
+// ignorable reports whether fn's error means a clean stop of a shutdown
+// with the given cause.
+func ignorable(err, cause error) bool {
 	if _, ok := err.(*HookError); ok {
 		return false
 	}
-	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) ||
-		(m.cause != nil && errors.Is(err, m.cause))
+	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cause)
 }
 
 var (
