@@ -106,7 +106,8 @@ type members struct {
 // hook now running and before any not yet started, as the last added hook
 // should; a hook whose Concurrent set is running joins it. Once the last hook
 // has ended, h is not run and an error record naming it is logged. Add panics
-// if name is empty or h is nil; it never panics for being late.
+// if name is empty, h is nil or an option is nil; it never panics for being
+// late.
 func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 	if name == "" {
 		panic("shutdown: Add: name is empty")
@@ -152,7 +153,10 @@ func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 // with or without options.
 func withOptions(e entry, opts []HookOption) entry {
 	p := &e
-	for _, o := range opts {
+	for i, o := range opts {
+		if o == nil {
+			panic(fmt.Sprintf("shutdown: Add(%q): option %d is nil", e.name, i))
+		}
 		o.applyHook(p)
 	}
 	return *p

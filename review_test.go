@@ -373,3 +373,25 @@ func TestReviewForcedExitNotHeldByUserErrorMethods(t *testing.T) {
 		t.Errorf("Run() = %v, want fn's error", err)
 	}
 }
+
+// Finding 6: a nil option is a programming error that panics at the call,
+// naming the argument, not with a nil dereference.
+func TestReviewNilOptionPanics(t *testing.T) {
+	nop := func(context.Context) error { return nil }
+	for _, tc := range []struct {
+		name, want string
+		f          func()
+	}{
+		{"Add", `shutdown: Add("x"): option 1 is nil`, func() { newTest().Add("x", nop, AfterRun(), nil) }},
+		{"New", "shutdown: New: option 1 is nil", func() { New(WithSignals(), nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if got := fmt.Sprint(recover()); got != tc.want {
+					t.Errorf("panic = %q, want %q", got, tc.want)
+				}
+			}()
+			tc.f()
+		})
+	}
+}

@@ -232,7 +232,8 @@ type Manager struct {
 // New returns a Manager configured by opts and installs its signal handler at
 // once, as [signal.NotifyContext] does, so a signal that arrives before
 // [Manager.Wait] or [Manager.Run] is called still starts an orderly shutdown.
-// It panics if an explicit drain delay is not shorter than the budget.
+// It panics if an option is nil or an explicit drain delay is not shorter
+// than the budget.
 func New(opts ...Option) *Manager {
 	cfg := config{
 		signals:   defaultSignals,
@@ -241,7 +242,10 @@ func New(opts ...Option) *Manager {
 		notify:    signal.Notify,
 		exit:      os.Exit,
 	}
-	for _, o := range opts {
+	for i, o := range opts {
+		if o == nil {
+			panic(fmt.Sprintf("shutdown: New: option %d is nil", i))
+		}
 		o.apply(&cfg)
 	}
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
