@@ -320,7 +320,13 @@ func newRunner(m *Manager, start, budgetEnd time.Time) *runner {
 // min(10% of the bound, 250ms).
 func margin(bound time.Duration) time.Duration { return min(bound/10, 250*time.Millisecond) }
 
-func (r *runner) over() bool {
+func (r *runner) over(now time.Time) bool {
+	// The clock first: the timer that closes budgetOver runs on a goroutine
+	// of its own and may lag behind it, and a hook reached at the budget's
+	// end must be skipped, not started with its context already done.
+	if !now.Before(r.budgetEnd) {
+		return true
+	}
 	select {
 	case <-r.budgetOver:
 		return true
@@ -371,6 +377,7 @@ func (r *runner) run() {
 			return
 		}
 		e := m.pop()
+		now := time.Now()
 		switch {
 		case e.hook == nil:
 			delete(m.sets, e.name)
@@ -380,12 +387,12 @@ func (r *runner) run() {
 			m.mu.Lock()
 			m.live = nil
 			m.mu.Unlock()
-		case r.plain(&e) && !r.over():
+		case r.plain(&e) && !r.over(now):
 			if r.w == nil {
 				r.w = r.newWorker()
 			}
 			w := r.w
-			start := time.Now()
+			start := now
 			w.cur, w.curStart, w.curID = e, start, r.startRunning(e.name, start, w.label)
 			m.mu.Unlock()
 			r.logStart(e.name)
@@ -460,7 +467,7 @@ func (r *runner) batch(w *worker, e entry) bool {
 			return false
 		}
 		id := w.curID
-		next := len(m.stack) > 0 && r.plain(&m.stack[len(m.stack)-1]) && !r.over()
+		next := len(m.stack) > 0 && r.plain(&m.stack[len(m.stack)-1]) && !r.over(end)
 		var nextEntry entry
 		if next {
 			nextEntry = m.pop()
@@ -513,12 +520,12 @@ func (r *runner) runHook(e entry, onWorker bool, set string) {
 			waitedRun = true
 		}
 	}
-	if r.over() {
+	start := time.Now()
+	if r.over(start) {
 		herr := &HookError{Name: e.name, Err: ErrSkipped, kind: kindSkipped, limit: m.cfg.timeout, waitedRun: waitedRun}
-		r.finish(0, e.name, set, herr, time.Now(), 0)
+		r.finish(0, e.name, set, herr, start, 0)
 		return
 	}
-	start := time.Now()
 	ctx, abandon, limit, byBudget := r.shared, (<-chan struct{})(r.budgetOver), m.cfg.timeout, true
 	if e.timeout > 0 && start.Add(e.timeout).Before(r.budgetEnd) {
 		var cancel context.CancelFunc

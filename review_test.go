@@ -395,3 +395,32 @@ func TestReviewNilOptionPanics(t *testing.T) {
 		})
 	}
 }
+
+// The budget ends at the very instant a hook returns: the hook is
+// reported once, as ok or as timed out, and the hook after it is skipped,
+// whether the hook runs in a batch, with its own Timeout, or in a set.
+func TestReviewBudgetEndsAsHookReturns(t *testing.T) {
+	for _, opts := range [][]HookOption{nil, {Timeout(time.Hour)}, {Concurrent("s")}} {
+		t.Run(fmt.Sprint(opts), func(t *testing.T) {
+			for range 20 {
+				synctest.Test(t, func(t *testing.T) {
+					m := newTest(WithTimeout(time.Second))
+					m.Add("after", func(context.Context) error { t.Error("hook after the budget ran"); return nil })
+					m.Add("edge", func(context.Context) error { time.Sleep(time.Second); return nil }, opts...)
+					m.Trigger()
+					m.Wait()
+					r := m.Report()
+					if len(r.Hooks) != 2 {
+						t.Fatalf("report has %d rows, want 2:\n%v", len(r.Hooks), r)
+					}
+					if h := r.Hooks[0]; h.Name != "edge" || (h.Outcome != "ok" && h.Outcome != "timeout") {
+						t.Errorf("edge: %+v, want ok or timeout", h)
+					}
+					if h := r.Hooks[1]; h.Name != "after" || h.Outcome != "skipped" {
+						t.Errorf("after: %+v, want skipped", h)
+					}
+				})
+			}
+		})
+	}
+}
