@@ -19,6 +19,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TriggerCause from a hook is joined, and Trigger from a hook does not
@@ -423,4 +425,24 @@ func TestReviewBudgetEndsAsHookReturns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// No goroutine outlives a finished shutdown but an abandoned one: the
+// signal watcher, the worker, set members, timers and Run's goroutines are
+// all gone once Wait has returned (goleak retries while they exit).
+func TestReviewNoGoroutineOutlivesWait(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	got := make(chan chan<- os.Signal, 1)
+	m := New(seams{notify: captureNotify(got)}, WithLogger(discard), WithDrainDelay(time.Millisecond))
+	sigs := <-got
+	m.Add("flush", func(context.Context) error { return nil }, AfterRun())
+	m.Add("a", func(context.Context) error { return nil }, Concurrent("servers"))
+	m.Add("b", func(context.Context) error { return nil }, Concurrent("servers"), Timeout(time.Minute))
+	m.Add("timed", func(context.Context) error { return nil }, Timeout(time.Minute))
+	m.Add("plain", func(context.Context) error { return nil })
+	go func() { sigs <- syscall.SIGTERM }()
+	if err := m.Run(func(ctx context.Context) error { <-ctx.Done(); return nil }); err != nil {
+		t.Fatalf("Run() = %v", err)
+	}
+	goleak.VerifyNone(t, before)
 }
