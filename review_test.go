@@ -446,3 +446,33 @@ func TestReviewNoGoroutineOutlivesWait(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 }
+
+// A later signal with WithForceExit(false) says it ended the drain delay
+// only when one was running; during the hooks it is ignored, and says so.
+func TestReviewLaterSignalLogWithoutForceExit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan chan<- os.Signal, 1)
+		var logs logBuffer
+		m := New(seams{notify: captureNotify(got), exit: func(c int) { t.Errorf("exit(%d) called", c) }},
+			WithLogger(logs.logger(slog.LevelInfo)), WithForceExit(false), WithDrainDelay(time.Second))
+		entered, release := make(chan struct{}), make(chan struct{})
+		m.Add("h", func(context.Context) error { close(entered); <-release; return nil })
+		sigs := <-got
+		sigs <- syscall.SIGTERM
+		sigs <- syscall.SIGINT // during the drain: ends it
+		<-entered
+		sigs <- syscall.SIGQUIT // during the hooks: ignored
+		synctest.Wait()         // the record goes out on a goroutine of its own
+		close(release)
+		m.Wait()
+		l := logs.String()
+		for _, want := range []string{
+			`level=WARN msg="shutdown: signal received during shutdown; ending the drain delay early" signal=SIGINT`,
+			`level=WARN msg="shutdown: signal received during shutdown; ignored" signal=SIGQUIT`,
+		} {
+			if !strings.Contains(l, want) {
+				t.Errorf("log lacks %s:\n%s", want, l)
+			}
+		}
+	})
+}

@@ -318,8 +318,15 @@ func (m *Manager) watchSignals() {
 // laterSignal handles a signal after the first (DESIGN step 7).
 func (m *Manager) laterSignal(sig os.Signal) {
 	if !m.cfg.forceExit {
+		m.mu.Lock()
+		inDrain := m.state == draining && m.cfg.drain > 0 && !m.skipRun
+		m.mu.Unlock()
 		m.cutOnce.Do(func() { close(m.drainCut) })
-		go m.log(slog.LevelWarn, "shutdown: signal received during shutdown; ending the drain delay early", slog.String("signal", signalName(sig)))
+		msg := "shutdown: signal received during shutdown; ignored"
+		if inDrain {
+			msg = "shutdown: signal received during shutdown; ending the drain delay early"
+		}
+		go m.log(slog.LevelWarn, msg, slog.String("signal", signalName(sig)))
 		return
 	}
 	m.mu.Lock()
