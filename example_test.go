@@ -124,9 +124,9 @@ func ExampleAfterRun_wrongOrder() {
 	stopped := make(chan struct{})
 	m.Add("server", func(ctx context.Context) error { close(stopped); return nil })
 	m.Add("database", func(ctx context.Context) error { return nil }, shutdown.AfterRun())
-	m.Trigger()
 	err := m.Run(func(ctx context.Context) error {
-		<-stopped // serving until the server hook stops it
+		m.Trigger() // in a service: SIGTERM
+		<-stopped   // serving until the server hook stops it
 		return nil
 	})
 	fmt.Println(err)

@@ -66,8 +66,9 @@ func TestStuckRunStack(t *testing.T) {
 		release := make(chan struct{})
 		defer close(release)
 		m := newTest(WithTimeout(time.Second))
-		m.Trigger()
-		err := m.Run(func(ctx context.Context) error { blockedInCloseDatabase(release); return nil })
+		// Trigger from fn: a Trigger before Run could start the hooks first,
+		// and Run would then not call fn at all.
+		err := m.Run(func(ctx context.Context) error { m.Trigger(); blockedInCloseDatabase(release); return nil })
 		var he *HookError
 		if !errors.As(err, &he) || he.Name != "run" || !strings.Contains(string(he.Stack), "blockedInCloseDatabase") {
 			t.Errorf("Run() = %v with stack\n%s\nwant run's stack naming blockedInCloseDatabase", err, he.Stack)

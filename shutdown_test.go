@@ -771,8 +771,9 @@ func TestRunFailingFn(t *testing.T) {
 func TestRunCleanErrorsAreDropped(t *testing.T) {
 	for _, fnErr := range []error{http.ErrServerClosed, context.Canceled, fmt.Errorf("worker: %w", context.Canceled)} {
 		m := newTest()
-		m.Trigger()
-		if err := m.Run(func(ctx context.Context) error { <-ctx.Done(); return fnErr }); err != nil {
+		// Trigger from fn: a Trigger before Run could start the hooks first,
+		// and Run would then return nil without calling fn.
+		if err := m.Run(func(ctx context.Context) error { m.Trigger(); <-ctx.Done(); return fnErr }); err != nil {
 			t.Errorf("Run(fn returning %v) = %v, want nil", fnErr, err)
 		}
 	}
@@ -789,9 +790,8 @@ func TestRunAbandonedAtBudget(t *testing.T) {
 		m := newTest(WithTimeout(3 * time.Second))
 		release := make(chan struct{})
 		defer close(release)
-		m.Trigger()
 		start := time.Now()
-		err := m.Run(func(context.Context) error { <-release; return nil })
+		err := m.Run(func(context.Context) error { m.Trigger(); <-release; return nil })
 		if got := time.Since(start); got != 3*time.Second {
 			t.Errorf("Run returned after %v, want the 3s budget", got)
 		}
