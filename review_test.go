@@ -398,8 +398,9 @@ func TestReviewNilOptionPanics(t *testing.T) {
 	}
 }
 
-// The budget ends at the very instant a hook returns: the hook is
-// reported once, as ok or as timed out, and the hook after it is skipped,
+// Finding 7: the budget ends at the very instant a hook returns. The hook
+// is reported once, as ok or as timed out, and the hook after it is
+// skipped (it used to be started: the timer channel lags the clock),
 // whether the hook runs in a batch, with its own Timeout, or in a set.
 func TestReviewBudgetEndsAsHookReturns(t *testing.T) {
 	for _, opts := range [][]HookOption{nil, {Timeout(time.Hour)}, {Concurrent("s")}} {
@@ -447,8 +448,9 @@ func TestReviewNoGoroutineOutlivesWait(t *testing.T) {
 	goleak.VerifyNone(t, before)
 }
 
-// A later signal with WithForceExit(false) says it ended the drain delay
-// only when one was running; during the hooks it is ignored, and says so.
+// Finding 8: a later signal with WithForceExit(false) says it ended the
+// drain delay only when one was running; during the hooks it is ignored,
+// and says so.
 func TestReviewLaterSignalLogWithoutForceExit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		got := make(chan chan<- os.Signal, 1)
@@ -473,6 +475,49 @@ func TestReviewLaterSignalLogWithoutForceExit(t *testing.T) {
 			if !strings.Contains(l, want) {
 				t.Errorf("log lacks %s:\n%s", want, l)
 			}
+		}
+	})
+}
+
+// Judgement call, not changed (report finding 10): DESIGN says a hook
+// added after hooks started "runs next ... with its options; one whose
+// Concurrent set is running joins it". A member of a set that is pending,
+// not running, joins that set instead, and runs when the set's turn comes.
+// Remove the Skip to see it fail.
+func TestReviewLateAddToPendingSetRunsNext(t *testing.T) {
+	t.Skip("finding 10: a late member of a pending set joins it; DESIGN's literal reading runs it next")
+	m := newTest()
+	var r recorder
+	m.Add("set-member", r.hook("set-member"), Concurrent("s"))
+	m.Add("middle", r.hook("middle"))
+	m.Add("adder", func(context.Context) error {
+		m.Add("late-member", r.hook("late-member"), Concurrent("s"))
+		return nil
+	})
+	m.Trigger()
+	m.Wait()
+	if got := r.list(); len(got) == 0 || got[0] != "late-member" {
+		t.Errorf("hooks ran %v, want late-member first (it runs next)", got)
+	}
+}
+
+// Judgement call, not changed (report finding 11): hooks without Timeout
+// share one context whose deadline is the budget's end less min(10% of the
+// whole budget, 250ms). DESIGN words the margin as 10% of the hook's own
+// bound; a hook that starts within that margin of the end gets a context
+// that is already done, so HTTPServer goes straight to Close. Remove the
+// Skip to see it fail.
+func TestReviewLateHookContextNotDoneAtStart(t *testing.T) {
+	t.Skip("finding 11: the shared context's margin is 10% of the budget, not of the hook's bound")
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest(WithTimeout(time.Second))
+		var errAtStart error
+		m.Add("late", func(ctx context.Context) error { errAtStart = ctx.Err(); return nil })
+		m.Add("slow", func(context.Context) error { time.Sleep(950 * time.Millisecond); return nil })
+		m.Trigger()
+		m.Wait()
+		if errAtStart != nil {
+			t.Errorf("hook started 50ms before the budget's end with ctx.Err() = %v, want a live context until 5ms before", errAtStart)
 		}
 	})
 }
