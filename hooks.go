@@ -244,7 +244,9 @@ func (r *runner) loop(w *worker) {
 	}
 }
 
-var errGoexit = errors.New("shutdown: hook called runtime.Goexit")
+// errGoexit is the Err of a hook (or fn) that called runtime.Goexit; it is
+// always wrapped in a HookError, which names the hook.
+var errGoexit = errors.New("called runtime.Goexit")
 
 // runJob calls h and sends its result on out, which must have room for it.
 // It reports whether the goroutine is still alive: on runtime.Goexit in h,
