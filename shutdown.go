@@ -57,6 +57,7 @@ type config struct {
 	notify     func(chan<- os.Signal, ...os.Signal) // signal.Notify; a seam for tests
 	exit       func(int)                            // os.Exit; a seam for tests
 	signalsSet bool
+	grace      *gracePeriodOption // the budget came from WithGracePeriod
 }
 
 type signalsOption []os.Signal
@@ -105,9 +106,45 @@ func WithTimeout(d time.Duration) Option {
 	return timeoutOption(d)
 }
 
-func (o timeoutOption) apply(c *config) { c.timeout = time.Duration(o) }
+func (o timeoutOption) apply(c *config) { c.timeout, c.grace = time.Duration(o), nil }
 func (o timeoutOption) String() string {
 	return fmt.Sprintf("shutdown.WithTimeout(%v)", time.Duration(o))
+}
+
+// graceMargin is what [WithGracePeriod] leaves between the end of the
+// budget and the supervisor's SIGKILL, for the runtime to exit and for a
+// slow log flush.
+const graceMargin = 2 * time.Second
+
+type gracePeriodOption struct{ grace, preStop time.Duration }
+
+// WithGracePeriod sets the total budget from the pod's
+// terminationGracePeriodSeconds (grace) and the time its preStop hook takes
+// (preStop, 0 if it has none): grace − preStop − 2s. The grace period counts
+// from the start of termination, before preStop runs, and the 2s leave room
+// for the process to exit before the SIGKILL. A preStop hook is taken to have
+// covered the propagation delay (a `preStop: sleep`, say), so with preStop > 0
+// the implicit Kubernetes drain delay is 0; an explicit [WithDrainDelay]
+// still applies, and [New] panics if it does not fit the budget. It replaces
+// an earlier [WithTimeout] (and a later one replaces it). It panics if grace
+// is not positive, if preStop is negative, or if they leave no budget.
+func WithGracePeriod(grace, preStop time.Duration) Option {
+	if grace <= 0 {
+		panic(fmt.Sprintf("shutdown: WithGracePeriod: grace must be positive, got %v", grace))
+	}
+	if preStop < 0 {
+		panic(fmt.Sprintf("shutdown: WithGracePeriod: preStop must not be negative, got %v", preStop))
+	}
+	if grace-preStop-graceMargin <= 0 {
+		panic(fmt.Sprintf("shutdown: WithGracePeriod: grace %v leaves no budget after preStop %v and the %v margin", grace, preStop, graceMargin))
+	}
+	return &gracePeriodOption{grace, preStop}
+}
+
+func (o *gracePeriodOption) budget() time.Duration { return o.grace - o.preStop - graceMargin }
+func (o *gracePeriodOption) apply(c *config)       { c.timeout, c.grace = o.budget(), o }
+func (o *gracePeriodOption) String() string {
+	return fmt.Sprintf("shutdown.WithGracePeriod(%v, %v)", o.grace, o.preStop)
 }
 
 type drainOption time.Duration
@@ -249,9 +286,12 @@ func New(opts ...Option) *Manager {
 		o.apply(&cfg)
 	}
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
+		if g := cfg.grace; g != nil {
+			panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) does not fit %v: its budget is %v", cfg.drain, g, cfg.timeout))
+		}
 		panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) is not shorter than WithTimeout(%v)", cfg.drain, cfg.timeout))
 	}
-	if !cfg.drainSet && os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+	if !cfg.drainSet && os.Getenv("KUBERNETES_SERVICE_HOST") != "" && (cfg.grace == nil || cfg.grace.preStop == 0) {
 		cfg.drain = min(5*time.Second, cfg.timeout/5)
 	}
 	m := &Manager{
