@@ -1,0 +1,564 @@
+package shutdown
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"weak"
+)
+
+// serve runs srv on a loopback listener until the test ends and returns
+// its address.
+func serve(t *testing.T, srv *http.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// client returns an HTTP client of the test's own, whose connections end
+// with the test.
+func client(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// fetched is what fetch saw of one response.
+type fetched struct {
+	body    string
+	closing bool // the response asked to close the connection
+	reused  bool // it came on a reused connection
+	err     error
+}
+
+// fetch GETs url; it may run on any goroutine.
+func fetch(c *http.Client, url string) (f fetched) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return fetched{err: err}
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { f.reused = i.Reused },
+	}))
+	resp, err := c.Do(req)
+	if err != nil {
+		return fetched{err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	switch {
+	case err != nil:
+		f.err = fmt.Errorf("GET %s: reading the body: %w", url, err)
+	case resp.StatusCode != http.StatusOK:
+		f.err = fmt.Errorf("GET %s: status %d, want 200", url, resp.StatusCode)
+	}
+	// Go's client takes "Connection: close" out of the header into Close.
+	f.body, f.closing = string(b), resp.Close
+	return f
+}
+
+// get is fetch on the test's goroutine.
+func get(t *testing.T, c *http.Client, url string) (body string, closing, reused bool) {
+	t.Helper()
+	f := fetch(c, url)
+	if f.err != nil {
+		t.Fatal(f.err)
+	}
+	return f.body, f.closing, f.reused
+}
+
+// finish triggers m, if no test did, and waits for its shutdown to end.
+func finish(t *testing.T, m *Manager) {
+	t.Cleanup(func() {
+		m.Trigger()
+		<-m.Done()
+	})
+}
+
+// TestHandlerMarksRequestsInFlight checks that a request running when
+// shutdown starts gets "Connection: close" in its response, and that the
+// server then closes that keep-alive connection.
+func TestHandlerMarksRequestsInFlight(t *testing.T) {
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "fast") })
+	mux.HandleFunc("/held", func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		io.WriteString(w, "held")
+	})
+	mux.HandleFunc("/empty", func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})
+	for _, path := range []string{"/held", "/empty"} {
+		t.Run(path, func(t *testing.T) {
+			m := newTest()
+			finish(t, m)
+			srv := &http.Server{Handler: m.Handler(mux)}
+			base := "http://" + serve(t, srv)
+			c := client(t)
+			if _, closing, _ := get(t, c, base+"/"); closing {
+				t.Fatal("before shutdown: response asks to close the connection")
+			}
+			if _, _, reused := get(t, c, base+"/"); !reused {
+				t.Fatal("before shutdown: keep-alive connection not reused")
+			}
+			got := make(chan fetched, 1)
+			go func() { got <- fetch(c, base+path) }()
+			<-entered
+			m.Trigger()
+			close(release)
+			r := <-got
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if !r.reused || !r.closing {
+				t.Errorf("in flight at Trigger: reused %v, Connection: close %v; want true, true", r.reused, r.closing)
+			}
+			if _, _, reused := get(t, c, base+"/"); reused {
+				t.Error("after a Connection: close response the connection was reused")
+			}
+			release = make(chan struct{})
+		})
+	}
+}
+
+// TestHandlerIdleConnectionClosedAtDrainEnd checks that a keep-alive
+// connection that stays idle through the drain delay is left open during
+// it and closed cleanly (FIN, not RST) by HTTPServer at its end.
+func TestHandlerIdleConnectionClosedAtDrainEnd(t *testing.T) {
+	m := newTest(WithDrainDelay(200 * time.Millisecond))
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))}
+	addr := serve(t, srv)
+	m.Add("http", HTTPServer(srv))
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		t.Fatal("response before shutdown asks to close the connection")
+	}
+	m.Trigger()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	n, err := br.Read(make([]byte, 1))
+	if n != 0 || err != io.EOF {
+		t.Errorf("idle connection: Read() = %d, %v; want 0, EOF (a clean close)", n, err)
+	}
+	if m.Context().Err() == nil {
+		t.Error("idle connection closed before the drain delay ended")
+	}
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+}
+
+// TestHandlerHTTP2 checks what Go's HTTP/2 server does with the header:
+// the response does not carry it, and the server sends GOAWAY and closes
+// the connection once its streams are done, so the client's next request
+// opens a new connection.
+func TestHandlerHTTP2(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var first string // the first connection's remote address
+	closed := make(chan string, 16)
+	ts := httptest.NewUnstartedServer(m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := w.(http.Hijacker); ok {
+			t.Error("HTTP/2 writer is a Hijacker through Handler")
+		}
+		if r.URL.Path == "/held" {
+			close(entered)
+			<-release
+		}
+		io.WriteString(w, r.Proto)
+	})))
+	ts.EnableHTTP2 = true
+	ts.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- c.RemoteAddr().String()
+		}
+	}
+	ts.StartTLS()
+	defer ts.Close()
+	c := ts.Client()
+	defer c.CloseIdleConnections()
+	trace := func(addr *string) *httptrace.ClientTrace {
+		return &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { *addr = i.Conn.LocalAddr().String() }}
+	}
+	do := func(path string, addr *string) *http.Response {
+		req, _ := http.NewRequest("GET", ts.URL+path, nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace(addr)))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := do("/", &first); resp.ProtoMajor != 2 {
+		t.Fatalf("client spoke %s, want HTTP/2", resp.Proto)
+	}
+	var second string
+	done := make(chan *http.Response, 1)
+	go func() { done <- do("/held", &second) }()
+	<-entered
+	m.Trigger()
+	close(release)
+	resp := <-done
+	if second != first {
+		t.Fatalf("request in flight went on a new connection %s, want %s", second, first)
+	}
+	if v, ok := resp.Header["Connection"]; ok {
+		t.Errorf("HTTP/2 response carries Connection: %q", v)
+	}
+	select {
+	case got := <-closed:
+		if got != first {
+			t.Errorf("server closed connection %s, want %s", got, first)
+		}
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("server did not close the HTTP/2 connection after the response")
+	}
+	var third string
+	do("/", &third)
+	if third == first {
+		t.Error("request after GOAWAY reused the old connection")
+	}
+}
+
+// TestHandlerWriterInterfaces checks what a handler behind Handler can do
+// with its ResponseWriter over HTTP/1.1: flush with a type assertion,
+// reach the server's writer through http.ResponseController, and hijack.
+func TestHandlerWriterInterfaces(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	readA := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		f, ok := w.(http.Flusher)
+		if !ok {
+			t.Error("w is not an http.Flusher")
+			return
+		}
+		if _, ok := w.(io.ReaderFrom); !ok {
+			t.Error("w is not an io.ReaderFrom")
+		}
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Errorf("ResponseController.SetWriteDeadline() = %v, want nil", err)
+		}
+		io.WriteString(w, "a")
+		f.Flush()
+		<-readA // the client read "a": the flush reached it
+		io.Copy(w, strings.NewReader("b"))
+	})
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("Hijack() = %v", err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nraw ok")
+		brw.Flush()
+	})
+	srv := &http.Server{Handler: m.Handler(mux)}
+	base := "http://" + serve(t, srv)
+	c := client(t)
+	resp, err := c.Get(base + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != "a" {
+		t.Fatalf("first flushed byte: %q, %v", b, err)
+	}
+	close(readA)
+	if rest, _ := io.ReadAll(resp.Body); string(rest) != "b" {
+		t.Errorf("rest of the stream = %q, want b", rest)
+	}
+	if body, _, _ := get(t, c, base+"/hijack"); body != "raw ok" {
+		t.Errorf("hijacked response = %q, want raw ok", body)
+	}
+}
+
+// TestHandlerKeepsUpgrade checks that a 101 response keeps its
+// "Connection: Upgrade" during shutdown, and that 1xx informational
+// responses leave the final header to be marked.
+func TestHandlerKeepsUpgrade(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	m.Trigger()
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+	}))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	if got := w.Result().Header.Get("Connection"); got != "Upgrade" {
+		t.Errorf("101 during shutdown: Connection: %q, want Upgrade", got)
+	}
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
+	}))}
+	if _, closing, _ := get(t, client(t), "http://"+serve(t, srv)); !closing {
+		t.Error("200 after 103 during shutdown: no Connection: close")
+	}
+}
+
+// TestHandlerCountsPerServer checks that the count is kept per server,
+// through other middleware, and only while requests run.
+func TestHandlerCountsPerServer(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	entered, release := make(chan struct{}), make(chan struct{})
+	inner := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+	}))
+	// Middleware with a ResponseWriter of its own, outside Handler.
+	outer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(struct{ http.ResponseWriter }{w}, r)
+	})
+	srv := &http.Server{Handler: outer}
+	other := &http.Server{}
+	base := "http://" + serve(t, srv)
+	done := make(chan fetched)
+	c := client(t)
+	go func() { done <- fetch(c, base) }()
+	<-entered
+	if n, seen := trackerFor(srv).inFlight(); n != 1 || !seen {
+		t.Errorf("in flight during the request: %d, seen %v; want 1, true", n, seen)
+	}
+	if n, seen := trackerFor(other).inFlight(); n != 0 || seen {
+		t.Errorf("another server: %d, seen %v; want 0, false", n, seen)
+	}
+	close(release)
+	if f := <-done; f.err != nil {
+		t.Fatal(f.err)
+	}
+	if n, _ := trackerFor(srv).inFlight(); n != 0 {
+		t.Errorf("in flight after the request: %d, want 0", n)
+	}
+}
+
+// TestHTTPServerClosesWhenIdle checks that HTTPServer does not wait for a
+// connection that never sent a request (http.Server.Shutdown waits 5s for
+// those), and that it removes the server's entry from the registry.
+func TestHTTPServerClosesWhenIdle(t *testing.T) {
+	m := newTest()
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))}
+	addr := serve(t, srv)
+	get(t, client(t), "http://"+addr) // Handler has seen the server
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	m.Add("http", HTTPServer(srv))
+	start := time.Now()
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+	// Shutdown alone takes at least 5s here; 4s is a generous bound.
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("HTTPServer took %v with a silent connection open; want Close at once", d)
+	}
+	silent.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("silent connection: Read() = %d, %v; want 0, EOF", n, err)
+	}
+	if _, ok := servers.Load(weak.Make(srv)); ok {
+		t.Error("the server's tracker is still registered after its hook ended")
+	}
+}
+
+// TestHTTPServerWaitsForResponses checks that closing at once when nothing
+// is in flight never cuts a response: the handler returns with its small
+// body still buffered, and the server writes it after Handler has counted
+// the request out. Many rounds, because the cut would be a race.
+func TestHTTPServerWaitsForResponses(t *testing.T) {
+	for range 20 {
+		m := newTest()
+		entered, release := make(chan struct{}), make(chan struct{})
+		srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			io.WriteString(w, "slow ok")
+		}))}
+		addr := serve(t, srv)
+		hookStarted := make(chan struct{})
+		drain := HTTPServer(srv)
+		m.Add("http", func(ctx context.Context) error {
+			close(hookStarted)
+			return drain(ctx)
+		})
+		got := make(chan string, 1)
+		c := client(t)
+		go func() {
+			resp, err := c.Get("http://" + addr)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(b)
+		}()
+		<-entered
+		m.Trigger()
+		<-hookStarted
+		close(release)
+		if body := <-got; body != "slow ok" {
+			t.Fatalf("response in flight = %q, want slow ok", body)
+		}
+		if err := m.Wait(); err != nil {
+			t.Fatalf("Wait() = %v, want nil", err)
+		}
+	}
+}
+
+// TestHTTPServerClosesAtDeadline checks the forceful end: a request that
+// outlives the hook's bound is cut by Close, its context is cancelled, and
+// the hook reports ErrTimeout with the count.
+func TestHTTPServerClosesAtDeadline(t *testing.T) {
+	m := newTest()
+	entered, cancelled := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done()
+		close(cancelled)
+	}))}
+	addr := serve(t, srv)
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	clientErr := make(chan error, 1)
+	c := client(t)
+	go func() {
+		resp, err := c.Get("http://" + addr)
+		if err == nil {
+			resp.Body.Close()
+		}
+		clientErr <- err
+	}()
+	<-entered
+	m.Trigger()
+	err := m.Wait()
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), `hook "http"`) {
+		t.Errorf("Wait() = %v, want ErrTimeout for hook http", err)
+	}
+	var he *HookError
+	if errors.As(err, &he) && !strings.Contains(he.Err.Error(), "closed with 1 requests in flight") {
+		t.Errorf("HookError.Err = %v, want the count of requests cut", he.Err)
+	}
+	<-cancelled
+	if err := <-clientErr; err == nil {
+		t.Error("client got a response from a request cut at the deadline")
+	}
+}
+
+// TestHTTPServerWithoutHandler checks that a server Handler has never seen
+// is drained by Shutdown alone: its requests in flight finish.
+func TestHTTPServerWithoutHandler(t *testing.T) {
+	m := newTest()
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "ok")
+	})}
+	addr := serve(t, srv)
+	m.Add("http", HTTPServer(srv))
+	m.Add("release", func(context.Context) error { close(release); return nil })
+	got := make(chan fetched, 1)
+	c := client(t)
+	go func() { got <- fetch(c, "http://"+addr) }()
+	<-entered
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+	if f := <-got; f.err != nil || f.body != "ok" {
+		t.Errorf("response = %q, %v; want ok", f.body, f.err)
+	}
+}
+
+// TestTrackerForgottenWithServer checks that a server Handler has seen but
+// HTTPServer never drained leaves the registry once it is collected.
+func TestTrackerForgottenWithServer(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	k := func() weak.Pointer[http.Server] {
+		srv := &http.Server{Handler: m.Handler(http.NotFoundHandler())}
+		ts := httptest.NewUnstartedServer(nil)
+		ts.Config = srv
+		ts.Start()
+		defer ts.Close()
+		resp, err := ts.Client().Get(ts.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		ts.Client().CloseIdleConnections()
+		return weak.Make(srv)
+	}()
+	if _, ok := servers.Load(k); !ok {
+		t.Fatal("Handler did not register the server")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		runtime.GC()
+		if _, ok := servers.Load(k); !ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tracker of a collected server is still registered")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline: the cleanup runs on its own goroutine
+	}
+}
