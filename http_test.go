@@ -562,3 +562,33 @@ func TestTrackerForgottenWithServer(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling with a deadline: the cleanup runs on its own goroutine
 	}
 }
+
+// nopWriter is a ResponseWriter that discards everything, for benchmarks.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+// BenchmarkHandler measures what Handler adds to a request: the tracker
+// lookup, two atomic operations and the ResponseWriter wrapper.
+func BenchmarkHandler(b *testing.B) {
+	m := newTest()
+	defer func() { m.Trigger(); <-m.Done() }()
+	srv := &http.Server{}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(nil) })
+	r := httptest.NewRequest("GET", "/", nil)
+	r = r.WithContext(context.WithValue(r.Context(), http.ServerContextKey, srv))
+	w := &nopWriter{h: http.Header{}}
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+	}{{"bare", ok}, {"Handler", m.Handler(ok)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.h.ServeHTTP(w, r)
+			}
+		})
+	}
+}
