@@ -150,7 +150,7 @@ func (in *instance) wait(guard time.Time) int {
 type slow struct {
 	status int
 	err    error
-	done   time.Time
+	done   time.Time // the response's first byte: the server writes it all at once
 }
 
 // startSlow sends n requests of /slow?d=d to base, each on a connection of
@@ -165,8 +165,10 @@ func startSlow(t *testing.T, base string, n int, d time.Duration) <-chan slow {
 		t.Cleanup(tr.CloseIdleConnections)
 		c := &http.Client{Transport: tr, Timeout: d + 30*time.Second}
 		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/slow?d=%s", base, d), nil)
+		var first time.Time
 		req = req.WithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-			WroteRequest: func(httptrace.WroteRequestInfo) { written <- struct{}{} },
+			WroteRequest:         func(httptrace.WroteRequestInfo) { written <- struct{}{} },
+			GotFirstResponseByte: func() { first = time.Now() },
 		}))
 		go func() {
 			resp, err := c.Do(req)
@@ -176,7 +178,7 @@ func startSlow(t *testing.T, base string, n int, d time.Duration) <-chan slow {
 			}
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			out <- slow{status: resp.StatusCode, err: err, done: time.Now()}
+			out <- slow{status: resp.StatusCode, err: err, done: first}
 		}()
 	}
 	for range n {
