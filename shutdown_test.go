@@ -851,7 +851,7 @@ func TestDatabaseThenServer(t *testing.T) {
 		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		resp <- string(b) + " " + res.Header.Get("Connection")
+		resp <- fmt.Sprintf("%s close=%t", b, res.Close)
 	}()
 	go func() { <-inHandler; m.Trigger() }()
 	err = m.Run(func(ctx context.Context) error {
@@ -862,8 +862,8 @@ func TestDatabaseThenServer(t *testing.T) {
 	if err != nil {
 		t.Errorf("Run() = %v, want nil", err)
 	}
-	if got := <-resp; got != "ok " {
-		t.Errorf("response = %q, want ok (started before Stopping: no Connection: close)", got)
+	if got := <-resp; got != "ok close=true" {
+		t.Errorf("response = %q, want ok with Connection: close (written after Stopping)", got)
 	}
 	got := r.list()
 	if got[len(got)-1] != "db closed" || slices.Index(got, "serve returned") > slices.Index(got, "db closed") ||
