@@ -43,7 +43,7 @@ func TestStuckHook(t *testing.T) {
 	// app.Wait calls Notify, and a reader started inside the bubble would
 	// never exit. Start it here, outside.
 	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGUSR2)
+	signal.Notify(c, syscall.SIGTERM)
 	signal.Stop(c)
 
 	want := map[string]func(o stuckOutcome) error{
