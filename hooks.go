@@ -23,7 +23,7 @@ type Hook func(ctx context.Context) error
 
 // A HookOption configures one hook in [Manager.Add].
 type HookOption interface {
-	applyHook(*entry)
+	applyHook(entry) entry // by value: a pointer through an interface would move every entry to the heap
 	String() string
 }
 
@@ -41,8 +41,8 @@ func Timeout(d time.Duration) HookOption {
 	return hookTimeout(d)
 }
 
-func (o hookTimeout) applyHook(e *entry) { e.timeout = time.Duration(o) }
-func (o hookTimeout) String() string     { return fmt.Sprintf("shutdown.Timeout(%v)", time.Duration(o)) }
+func (o hookTimeout) applyHook(e entry) entry { e.timeout = time.Duration(o); return e }
+func (o hookTimeout) String() string          { return fmt.Sprintf("shutdown.Timeout(%v)", time.Duration(o)) }
 
 type afterRun struct{}
 
@@ -58,8 +58,8 @@ type afterRun struct{}
 // wait.
 func AfterRun() HookOption { return afterRun{} }
 
-func (afterRun) applyHook(e *entry) { e.afterRun = true }
-func (afterRun) String() string     { return "shutdown.AfterRun()" }
+func (afterRun) applyHook(e entry) entry { e.afterRun = true; return e }
+func (afterRun) String() string          { return "shutdown.AfterRun()" }
 
 type concurrent string
 
@@ -77,8 +77,8 @@ func Concurrent(set string) HookOption {
 	return concurrent(set)
 }
 
-func (o concurrent) applyHook(e *entry) { e.set = &members{name: string(o)} }
-func (o concurrent) String() string     { return fmt.Sprintf("shutdown.Concurrent(%q)", string(o)) }
+func (o concurrent) applyHook(e entry) entry { e.set = &members{name: string(o)}; return e }
+func (o concurrent) String() string          { return fmt.Sprintf("shutdown.Concurrent(%q)", string(o)) }
 
 // entry is one registered hook or, with hook nil, a Concurrent set. It is
 // kept small: a shutdown with many hooks copies it around.
@@ -148,18 +148,15 @@ func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 	m.mu.Unlock()
 }
 
-// withOptions applies opts to a copy of e. It is apart from Add because the
-// options take e's address: in Add, that would move every entry to the heap,
-// with or without options.
+// withOptions applies opts to e.
 func withOptions(e entry, opts []HookOption) entry {
-	p := &e
 	for i, o := range opts {
 		if o == nil {
 			panic(fmt.Sprintf("shutdown: Add(%q): option %d is nil", e.name, i))
 		}
-		o.applyHook(p)
+		e = o.applyHook(e)
 	}
-	return *p
+	return e
 }
 
 // running is a hook that has started and not ended, for the second
@@ -199,9 +196,10 @@ type result struct {
 // runner's watch (ctx, h), or, with batch set, a run of plain hooks that the
 // worker pops from the stack itself.
 type job struct {
-	ctx   context.Context
-	h     Hook
-	batch *entry
+	ctx     context.Context
+	h       Hook
+	batch   entry
+	isBatch bool
 }
 
 // worker is a goroutine reused from hook to hook. Plain hooks (no Timeout,
@@ -233,8 +231,8 @@ func (r *runner) loop(w *worker) {
 	setLabel(w.label)
 	for j := range w.jobs {
 		var ok bool
-		if j.batch != nil {
-			ok = r.batch(w, *j.batch)
+		if j.isBatch {
+			ok = r.batch(w, j.batch)
 		} else {
 			ok = runJob(j.ctx, j.h, w.results)
 		}
@@ -297,9 +295,10 @@ type runner struct {
 	budgetT    *time.Timer
 	shared     context.Context // for hooks whose bound is the budget's end
 	cancel     context.CancelFunc
-	waitFn     bool    // Run was called before hooks started: AfterRun waits
-	w          *worker // used by the runner goroutine only
-	nextID     uint64  // guarded by Manager.mu
+	waitFn     bool        // Run was called before hooks started: AfterRun waits
+	w          *worker     // used by the runner goroutine only
+	hookT      *time.Timer // the bound of serial hooks with Timeout; runner goroutine only
+	nextID     uint64      // guarded by Manager.mu
 	captures   atomic.Int32
 }
 
@@ -410,7 +409,7 @@ func (r *runner) run() {
 // the budget to end, when the hook the worker is in is abandoned.
 func (r *runner) watchBatch(w *worker, e entry) {
 	m := r.m
-	w.jobs <- job{batch: &e}
+	w.jobs <- job{batch: e, isBatch: true}
 	select {
 	case res := <-w.results:
 		if res.goexit { // reported by batch; the goroutine is gone
@@ -528,15 +527,25 @@ func (r *runner) runHook(e entry, onWorker bool, set string) {
 		r.finish(0, e.name, set, herr, start, 0)
 		return
 	}
-	ctx, abandon, limit, byBudget := r.shared, (<-chan struct{})(r.budgetOver), m.cfg.timeout, true
+	ctx, limit, byBudget := r.shared, m.cfg.timeout, true
+	var bound <-chan time.Time // the hook's own bound, when it comes before the budget's end
 	if e.timeout > 0 && start.Add(e.timeout).Before(r.budgetEnd) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(context.Background(), start.Add(e.timeout-margin(e.timeout)))
 		defer cancel()
-		c := make(chan struct{})
-		t := time.AfterFunc(e.timeout, func() { close(c) })
+		var t *time.Timer
+		if onWorker { // serial hooks reuse one timer
+			if r.hookT == nil {
+				r.hookT = time.NewTimer(e.timeout)
+			} else {
+				r.hookT.Reset(e.timeout)
+			}
+			t = r.hookT
+		} else {
+			t = time.NewTimer(e.timeout)
+		}
 		defer t.Stop()
-		abandon, limit, byBudget = c, e.timeout, false
+		bound, limit, byBudget = t.C, e.timeout, false
 	}
 	var label string
 	var out chan result
@@ -559,13 +568,19 @@ func (r *runner) runHook(e entry, onWorker bool, set string) {
 		go runLabelled(label, ctx, e.hook, out)
 	}
 	var herr *HookError
+	abandoned := false
 	select {
 	case res := <-out:
 		if res.goexit && onWorker {
 			r.w = nil
 		}
 		herr = r.classify(e.name, res, ctx, time.Since(start), limit, byBudget)
-	case <-abandon:
+	case <-bound:
+		abandoned = true
+	case <-r.budgetOver:
+		abandoned = true
+	}
+	if abandoned {
 		if onWorker {
 			close(r.w.jobs) // the worker ends once the stuck hook returns
 			r.w = nil
@@ -768,9 +783,12 @@ func Closer(c io.Closer) Hook {
 	return func(context.Context) error { return c.Close() }
 }
 
-// stop releases the runner's timer, context and worker goroutine.
+// stop releases the runner's timers, context and worker goroutine.
 func (r *runner) stop() {
 	r.budgetT.Stop()
+	if r.hookT != nil {
+		r.hookT.Stop()
+	}
 	r.cancel()
 	if r.w != nil {
 		close(r.w.jobs)
