@@ -275,8 +275,8 @@ func outcomeOf(he *HookError) fuzzOutcome {
 // fuzzWant is what the result may say of one hook (or of fn, as "run").
 type fuzzWant struct {
 	allowed []fuzzOutcome
-	elapsed time.Duration // when in the result
-	text    map[fuzzOutcome]string
+	elapsed time.Duration            // when in the result
+	text    map[fuzzOutcome][]string // the Error() texts allowed
 }
 
 func checkShutdown(t *testing.T, s fuzzSpec) {
@@ -285,6 +285,7 @@ func checkShutdown(t *testing.T, s fuzzSpec) {
 		t0, waitEnd time.Time
 		waitSeq     int
 		err, runErr error
+		report      *Report
 	)
 	synctest.Test(t, func(t *testing.T) {
 		release := make(chan struct{})
@@ -325,6 +326,7 @@ func checkShutdown(t *testing.T, s fuzzSpec) {
 		}
 		err = m.Wait()
 		waitEnd = time.Now()
+		report = m.Report()
 		o.mu.Lock()
 		waitSeq = o.next()
 		o.mu.Unlock()
@@ -342,13 +344,16 @@ func checkShutdown(t *testing.T, s fuzzSpec) {
 	if s.mode != fuzzNoRun && runErr != err {
 		t.Errorf("Run() = %v, Wait() = %v: want the same error", runErr, err)
 	}
-	checkFuzzResult(t, s, o, t0, waitEnd.Sub(t0), waitSeq, err)
+	got := checkFuzzResult(t, s, o, t0, waitEnd.Sub(t0), waitSeq, err)
+	checkFuzzReport(t, s, o, t0, waitEnd.Sub(t0), got, report)
 	if t.Failed() {
 		t.Logf("input: %v", s)
 	}
 }
 
-func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited time.Duration, waitSeq int, err error) {
+// checkFuzzResult checks the result and the order of a fuzzed shutdown
+// against the events, and returns the result's HookErrors by name.
+func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited time.Duration, waitSeq int, err error) map[string]*HookError {
 	budgetEnd := t0.Add(s.budget)
 	if waited > s.budget {
 		t.Errorf("Wait returned after %v, want at most the %v budget", waited, s.budget)
@@ -367,9 +372,17 @@ func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 	for i, h := range s.hooks {
 		e := o.hooks[i]
 		who := fmt.Sprintf("shutdown: hook %q", h.name)
-		skipped := fmt.Sprintf("%s: skipped: the %v budget was spent", who, s.budget)
 		if e.starts == 0 {
-			want[h.name] = fuzzWant{allowed: []fuzzOutcome{outcomeSkipped}, text: map[fuzzOutcome]string{outcomeSkipped: skipped}}
+			// An AfterRun hook that was waiting for fn when the budget ran
+			// out says so; fn returning exactly then allows both texts.
+			var texts []string
+			if !h.afterRun || s.mode != fuzzRunTrigger || o.fn.end.Before(budgetEnd) || o.fn.end.Equal(budgetEnd) {
+				texts = append(texts, fmt.Sprintf("%s: skipped: the %v budget was spent", who, s.budget))
+			}
+			if h.afterRun && s.mode == fuzzRunTrigger && !o.fn.end.Before(budgetEnd) {
+				texts = append(texts, fmt.Sprintf("%s: skipped: Run's function had not returned when the %v budget was spent", who, s.budget))
+			}
+			want[h.name] = fuzzWant{allowed: []fuzzOutcome{outcomeSkipped}, text: map[fuzzOutcome][]string{outcomeSkipped: texts}}
 			continue
 		}
 		if e.starts > 1 {
@@ -402,12 +415,12 @@ func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 		}
 		timedOut := fmt.Sprintf("%s: timed out after %s", who, limit)
 		var natural fuzzOutcome
-		text := map[fuzzOutcome]string{outcomeTimeout: timedOut}
+		text := map[fuzzOutcome][]string{outcomeTimeout: {timedOut}}
 		switch h.kind {
 		case fuzzError:
-			natural, text[outcomeFailed] = outcomeFailed, who+": "+errFuzz.Error()
+			natural, text[outcomeFailed] = outcomeFailed, []string{who + ": " + errFuzz.Error()}
 		case fuzzPanic:
-			natural, text[outcomePanic] = outcomePanic, fmt.Sprintf("%s: panic: fuzz panic in %s", who, h.name)
+			natural, text[outcomePanic] = outcomePanic, []string{fmt.Sprintf("%s: panic: fuzz panic in %s", who, h.name)}
 		case fuzzCtxErr:
 			natural = outcomeTimeout // context.DeadlineExceeded after its deadline
 		}
@@ -435,9 +448,9 @@ func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 	runWant := fuzzWant{allowed: []fuzzOutcome{outcomeNone}}
 	switch s.mode {
 	case fuzzRunPanics:
-		runWant = fuzzWant{allowed: []fuzzOutcome{outcomePanic}, text: map[fuzzOutcome]string{outcomePanic: `shutdown: hook "run": panic: fuzz panic in fn`}}
+		runWant = fuzzWant{allowed: []fuzzOutcome{outcomePanic}, text: map[fuzzOutcome][]string{outcomePanic: {`shutdown: hook "run": panic: fuzz panic in fn`}}}
 	case fuzzRunTrigger:
-		timedOut := map[fuzzOutcome]string{outcomeTimeout: fmt.Sprintf(`shutdown: hook "run": timed out after the %v budget`, s.budget)}
+		timedOut := map[fuzzOutcome][]string{outcomeTimeout: {fmt.Sprintf(`shutdown: hook "run": timed out after the %v budget`, s.budget)}}
 		switch {
 		case o.fn.end.After(budgetEnd):
 			runWant = fuzzWant{allowed: []fuzzOutcome{outcomeTimeout}, text: timedOut}
@@ -488,8 +501,8 @@ func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 		if he == nil {
 			continue
 		}
-		if text := w.text[outcome]; text != "" && he.Error() != text {
-			t.Errorf("hook %s: Error() = %q, want %q", name, he.Error(), text)
+		if texts := w.text[outcome]; !slices.Contains(texts, he.Error()) {
+			t.Errorf("hook %s: Error() = %q, want one of %q", name, he.Error(), texts)
 		}
 		if name != "run" && he.Elapsed != w.elapsed {
 			t.Errorf("hook %s: Elapsed = %v, want %v", name, he.Elapsed, w.elapsed)
@@ -551,8 +564,58 @@ func checkFuzzResult(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 			}
 		}
 	}
+	return got
 }
 
 func hookIndex(s fuzzSpec, name string) int {
 	return slices.IndexFunc(s.hooks, func(h fuzzHook) bool { return h.name == name })
+}
+
+// checkFuzzReport checks Manager.Report against the events and the result:
+// one row per hook, in start order, with the result's outcome and error,
+// the hook's own start and Elapsed.
+func checkFuzzReport(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited time.Duration, got map[string]*HookError, r *Report) {
+	if r == nil {
+		t.Fatal("Report() = nil after Wait returned")
+	}
+	drain := s.drain
+	if s.mode == fuzzRunReturns || s.mode == fuzzRunPanics {
+		drain = 0
+	}
+	if r.Budget != s.budget || r.Drain != drain || r.Elapsed != waited {
+		t.Errorf("Report() budget %v, drain %v, elapsed %v; want %v, %v, %v", r.Budget, r.Drain, r.Elapsed, s.budget, drain, waited)
+	}
+	if len(r.Hooks) != len(s.hooks) {
+		t.Errorf("Report() has %d rows, want one per hook (%d)", len(r.Hooks), len(s.hooks))
+	}
+	seen := make(map[string]bool)
+	for k, row := range r.Hooks {
+		i := hookIndex(s, row.Name)
+		if i < 0 || seen[row.Name] {
+			t.Errorf("Report() row %d names %q: not a hook, or twice", k, row.Name)
+			continue
+		}
+		seen[row.Name] = true
+		if k > 0 && row.Start < r.Hooks[k-1].Start {
+			t.Errorf("Report() row %s starts at %v, before the row above it (%v)", row.Name, row.Start, r.Hooks[k-1].Start)
+		}
+		h, e, he := s.hooks[i], o.hooks[i], got[row.Name]
+		outcome := "ok"
+		if he != nil {
+			outcome = outcomeOf(he).String()
+		}
+		if row.Set != h.set || row.Outcome != outcome || row.Err != he {
+			t.Errorf("Report() row %s: set %q, outcome %s, err %v; want %q, %s, %v", row.Name, row.Set, row.Outcome, row.Err, h.set, outcome, he)
+		}
+		if e.starts == 0 {
+			continue
+		}
+		elapsed := e.end.Sub(e.start)
+		if he != nil {
+			elapsed = he.Elapsed
+		}
+		if row.Start != e.start.Sub(t0) || row.Elapsed != elapsed {
+			t.Errorf("Report() row %s: start %v, elapsed %v; want %v, %v", row.Name, row.Start, row.Elapsed, e.start.Sub(t0), elapsed)
+		}
+	}
 }
