@@ -619,3 +619,33 @@ func checkFuzzReport(t *testing.T, s fuzzSpec, o *fuzzObs, t0 time.Time, waited 
 		}
 	}
 }
+
+// An AfterRun hook reached after the budget ran out, with fn long returned,
+// was sometimes reported as waiting for fn: runHook's select had both
+// fnDone and the budget's end ready and picked one at random. Found by
+// FuzzShutdown (testdata/fuzz/FuzzShutdown/4ba1317ef299f545).
+func TestSkippedAfterRunTextWhenFnHadReturned(t *testing.T) {
+	for range 20 { // a random select is wrong half the time
+		synctest.Test(t, func(t *testing.T) {
+			m := newTest(WithTimeout(time.Second))
+			release := make(chan struct{})
+			m.Add("flush", func(context.Context) error { return nil }, AfterRun())
+			m.Add("stuck", func(context.Context) error { <-release; return nil })
+			go m.Run(func(ctx context.Context) error { <-ctx.Done(); return nil })
+			synctest.Wait() // Run has called fn
+			m.Trigger()
+			err := m.Wait()
+			close(release)
+			want := `shutdown: hook "flush": skipped: the 1s budget was spent`
+			var he *HookError
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				if h := e.(*HookError); h.Name == "flush" {
+					he = h
+				}
+			}
+			if he == nil || he.Error() != want {
+				t.Fatalf("flush: %v, want %q: fn had returned long before", he, want)
+			}
+		})
+	}
+}

@@ -518,7 +518,13 @@ func (r *runner) runHook(e entry, onWorker bool, set string) {
 		select {
 		case <-m.fnDone:
 		case <-r.budgetOver:
-			waitedRun = true
+			// Both may be ready (an earlier hook used up the budget after
+			// fn returned): only a hook still waiting for fn says so.
+			select {
+			case <-m.fnDone:
+			default:
+				waitedRun = true
+			}
 		}
 	}
 	start := time.Now()
