@@ -74,10 +74,7 @@ var ErrHookTimeout = errors.New("bench: hook timed out")
 // by a sync.WaitGroup, with the same per-hook deadline and abandonment.
 func HandRolled(w Workload) (trigger func(), wait func() error) {
 	ctx, stop := context.WithCancel(context.Background())
-	var cleanups []Hook
-	for _, h := range w.Hooks {
-		cleanups = append(cleanups, h)
-	}
+	cleanups := append([]Hook(nil), w.Hooks...)
 	out := make(chan error, 1)
 	ready := make(chan struct{})
 	go func() {

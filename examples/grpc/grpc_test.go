@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
@@ -41,7 +40,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{srv: grpc.NewServer(), hs: health.NewServer(), served: make(chan error, 1)}
-	healthgrpc.RegisterHealthServer(f.srv, f.hs)
+	healthpb.RegisterHealthServer(f.srv, f.hs)
 	go func() { f.served <- f.srv.Serve(ln) }()
 	f.conn, err = grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -54,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 	var ctx context.Context
 	ctx, f.cancel = context.WithCancel(context.Background())
 	t.Cleanup(f.cancel)
-	f.stream, err = healthgrpc.NewHealthClient(f.conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	f.stream, err = healthpb.NewHealthClient(f.conn).Watch(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
