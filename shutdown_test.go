@@ -779,8 +779,12 @@ func TestRunCleanErrorsAreDropped(t *testing.T) {
 	}
 	// fn returning the shutdown's own cause is clean too.
 	m := newTest()
-	go m.TriggerCause(nil)
-	if err := m.Run(func(ctx context.Context) error { <-ctx.Done(); return context.Cause(ctx) }); err != nil {
+	cause := errors.New("reload")
+	if err := m.Run(func(ctx context.Context) error { m.TriggerCause(cause); <-ctx.Done(); return context.Cause(ctx) }); !errors.Is(err, cause) || err.Error() != "reload" {
+		t.Errorf("Run(fn returning the TriggerCause error) = %v, want that error once", err)
+	}
+	m = newTest()
+	if err := m.Run(func(ctx context.Context) error { m.Trigger(); <-ctx.Done(); return context.Cause(ctx) }); err != nil {
 		t.Errorf("Run(fn returning the cause) = %v, want nil", err)
 	}
 }
