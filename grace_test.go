@@ -57,13 +57,6 @@ func TestWithGracePeriodPanics(t *testing.T) {
 		}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			defer func() {
-				if got := fmt.Sprint(recover()); got != tc.want {
-					t.Errorf("panic = %q, want %q", got, tc.want)
-				}
-			}()
-			tc.f()
-		})
+		t.Run(tc.name, func(t *testing.T) { wantPanic(t, tc.want, tc.f) })
 	}
 }

@@ -312,12 +312,7 @@ func (*nilCloser) Close() error { return nil }
 // Finding 3: Closer, like GRPCServer, must panic at the call on a nil
 // closer, typed nil pointers included, not fail at shutdown.
 func TestReviewCloserTypedNilPanics(t *testing.T) {
-	defer func() {
-		if got, want := fmt.Sprint(recover()), "shutdown: Closer: c is nil"; got != want {
-			t.Errorf("panic = %q, want %q", got, want)
-		}
-	}()
-	Closer((*nilCloser)(nil))
+	wantPanic(t, "shutdown: Closer: c is nil", func() { Closer((*nilCloser)(nil)) })
 }
 
 // Finding 4: runtime.Goexit in Run's fn is reported like a hook, as a
@@ -387,14 +382,7 @@ func TestReviewNilOptionPanics(t *testing.T) {
 		{"Add", `shutdown: Add("x"): option 1 is nil`, func() { newTest().Add("x", nop, AfterRun(), nil) }},
 		{"New", "shutdown: New: option 1 is nil", func() { New(WithSignals(), nil) }},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			defer func() {
-				if got := fmt.Sprint(recover()); got != tc.want {
-					t.Errorf("panic = %q, want %q", got, tc.want)
-				}
-			}()
-			tc.f()
-		})
+		t.Run(tc.name, func(t *testing.T) { wantPanic(t, tc.want, tc.f) })
 	}
 }
 

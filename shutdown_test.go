@@ -457,6 +457,18 @@ func TestStoppingClosedWhenTriggerReturns(t *testing.T) {
 	<-m.Done()
 }
 
+// wantPanic runs f and checks that it panics with the message want.
+func wantPanic(t *testing.T, want string, f func()) {
+	t.Helper()
+	defer func() {
+		t.Helper()
+		if got := fmt.Sprint(recover()); got != want {
+			t.Errorf("panic = %q, want %q", got, want)
+		}
+	}()
+	f()
+}
+
 // captureNotify is a notify seam that hands the signal channel to the test.
 func captureNotify(ch chan chan<- os.Signal) func(chan<- os.Signal, ...os.Signal) {
 	return func(c chan<- os.Signal, _ ...os.Signal) { ch <- c }
@@ -723,14 +735,7 @@ func TestBadInputPanics(t *testing.T) {
 		}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			defer func() {
-				if got := fmt.Sprint(recover()); got != tc.want {
-					t.Errorf("panic = %q, want %q", got, tc.want)
-				}
-			}()
-			tc.f()
-		})
+		t.Run(tc.name, func(t *testing.T) { wantPanic(t, tc.want, tc.f) })
 	}
 }
 

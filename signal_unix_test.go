@@ -194,12 +194,7 @@ func TestRealStuckHookStillExits(t *testing.T) {
 }
 
 func TestSIGSTOPPanics(t *testing.T) {
-	defer func() {
-		if got, want := fmt.Sprint(recover()), "shutdown: WithSignals: SIGSTOP cannot be caught"; got != want {
-			t.Errorf("panic = %q, want %q", got, want)
-		}
-	}()
-	WithSignals(syscall.SIGTERM, syscall.SIGSTOP)
+	wantPanic(t, "shutdown: WithSignals: SIGSTOP cannot be caught", func() { WithSignals(syscall.SIGTERM, syscall.SIGSTOP) })
 }
 
 func TestSignalNames(t *testing.T) {
