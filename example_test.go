@@ -262,9 +262,10 @@ func ExampleManager_Report() {
 	m.Wait()
 
 	// fmt.Print(r) would draw the timeline:
-	//   shutdown: triggered: 46ms of the 1s budget
-	//   queue    |xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | 0s +45ms  timeout
-	//   ...
+	//   shutdown: triggered: 47ms of the 1s budget
+	//   queue    |xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx |   189µs +46ms    timeout
+	//   cache    |                                       x|    46ms +375µs   failed
+	//   database |                                       =|    46ms +86µs    ok
 	r := m.Report()
 	fmt.Println(r.Cause)
 	for _, h := range r.Hooks {

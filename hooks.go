@@ -30,10 +30,12 @@ type HookOption interface {
 type hookTimeout time.Duration
 
 // Timeout bounds one hook: it is abandoned when d has passed since its own
-// start, or at the end of the budget, whichever comes first. Its context's
-// deadline is that bound less min(10% of it, 250ms). Without Timeout, a hook
-// may use all of the budget that remains. Timeout panics if d is not
-// positive.
+// start, or at the end of the budget, whichever comes first. Its context
+// ends min(10% of d, 250ms) before that bound; when the budget's end comes
+// first, the hook gets the context that hooks without Timeout share, which
+// ends min(10% of the budget, 250ms) before the budget does. Without
+// Timeout, a hook may use all of the budget that remains. Timeout panics if
+// d is not positive.
 func Timeout(d time.Duration) HookOption {
 	if d <= 0 {
 		panic(fmt.Sprintf("shutdown: Timeout: d must be positive, got %v", d))
@@ -286,7 +288,7 @@ func call(ctx context.Context, h Hook) (res result) {
 	return result{err: h(ctx)}
 }
 
-// runner runs the hooks of one shutdown (steps 5 and 6).
+// runner runs the hooks of one shutdown (DESIGN steps 5 and 6).
 type runner struct {
 	m          *Manager
 	start      time.Time // the shutdown's start, for the report's offsets
@@ -725,12 +727,12 @@ func (k hookKind) String() string {
 
 // HookError reports one hook that failed, timed out, panicked or was
 // skipped. Run's function is reported as a HookError named "run" when it
-// panics or outlives the budget.
+// panics, calls runtime.Goexit or outlives the budget.
 type HookError struct {
 	Name    string        // the name given to Add, or "run"
 	Elapsed time.Duration // how long the hook ran before it ended or was abandoned
 	Err     error         // the hook's error, the panic value, or ErrTimeout/ErrSkipped
-	Stack   []byte        // where a panicking hook panicked
+	Stack   []byte        // where it panicked, or where an abandoned hook is stuck (4 per shutdown at most)
 
 	kind      hookKind
 	limit     time.Duration // the bound that cut the hook off

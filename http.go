@@ -234,7 +234,9 @@ const settleDelay = 20 * time.Millisecond
 // Go's own client and many proxies leave behind. If the hook's context ends
 // first, it calls Close, which cuts the requests still running (their
 // contexts are cancelled), and the hook reports [ErrTimeout]. Without
-// Handler on s, it is Shutdown and, at the deadline, Close.
+// Handler on s, or when Handler has not yet seen a request on s, it is
+// Shutdown (which may wait up to five seconds for silent connections) and,
+// at the deadline, Close.
 //
 // It calls no other method of s and changes none of its settings.
 //

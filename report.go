@@ -30,7 +30,7 @@ type HookReport struct {
 	Name    string        // the name given to Add
 	Set     string        // its Concurrent set, or ""
 	Start   time.Duration // when it started (or was skipped), from the shutdown's start
-	Elapsed time.Duration // how long it ran; for an abandoned hook, until its bound
+	Elapsed time.Duration // how long it ran; for an abandoned hook, until it was abandoned
 	Outcome string        // "ok", "failed", "timeout", "panic" or "skipped", as logged
 	Err     *HookError    // nil when Outcome is "ok"
 }
@@ -63,11 +63,11 @@ const timelineWidth = 40
 // String draws the report as a text timeline, one bar per hook on the
 // shutdown's time axis, so hooks of a Concurrent set stand side by side:
 //
-//	shutdown: received SIGTERM: 1.199s of the 5s budget
-//	drain      |=================                       |      0s +500ms
-//	http       |                 ==================      |   501ms +546ms   ok
-//	access-log |                                  =      |  1.047s +78µs    ok
-//	database   |                                  =====  |  1.047s +151ms   ok
+//	shutdown: received SIGTERM: 929ms of the 5s budget
+//	drain      |=====================                   |      0s +501ms
+//	http       |                     ============       |   501ms +278ms   ok
+//	access-log |                                 =      |   778ms +141µs   ok
+//	database   |                                 ====== |   778ms +151ms   ok
 //
 // A failed hook's bar is drawn with 'x', a skipped one with a single '-'.
 func (r *Report) String() string {

@@ -97,8 +97,9 @@ type timeoutOption time.Duration
 // hooks not yet started are skipped. [Manager.Wait] returns within the
 // budget plus the time to capture abandoned hooks' stacks (at most 4, about
 // 2ms per 1,000 goroutines each; see the README). It defaults to
-// [DefaultTimeout] and panics if d is not positive. Keep it a few seconds shorter than the
-// supervisor's grace period (terminationGracePeriodSeconds, TimeoutStopSec).
+// [DefaultTimeout] and panics if d is not positive. Keep it a few seconds
+// shorter than the supervisor's grace period (terminationGracePeriodSeconds,
+// TimeoutStopSec), or use [WithGracePeriod].
 func WithTimeout(d time.Duration) Option {
 	if d <= 0 {
 		panic(fmt.Sprintf("shutdown: WithTimeout: d must be positive, got %v", d))
@@ -153,9 +154,10 @@ type drainOption time.Duration
 // starts, with readiness failing, before [Manager.Context] is cancelled and
 // hooks run: the time load balancers and kube-proxy need to stop sending new
 // connections. It counts inside the budget. It defaults to 0, or, when
-// KUBERNETES_SERVICE_HOST is set, to min(5s, budget/5). It panics if d is
-// negative; [New] panics if it is not shorter than the budget. The delay is
-// skipped when Run's function returns before any signal.
+// KUBERNETES_SERVICE_HOST is set, to min(5s, budget/5) (still 0 after a
+// [WithGracePeriod] with a preStop time). It panics if d is negative; [New]
+// panics if it is not shorter than the budget. The delay is skipped when
+// Run's function returns before any signal.
 func WithDrainDelay(d time.Duration) Option {
 	if d < 0 {
 		panic(fmt.Sprintf("shutdown: WithDrainDelay: d must not be negative, got %v", d))
@@ -174,13 +176,16 @@ type loggerOption struct{ l *slog.Logger }
 // [slog.Default], looked up at the time of each record. It panics if l is nil;
 // to silence the manager, give it a logger whose handler discards records.
 //
-// Records use these attribute keys: "cause" (what started shutdown), "hook"
-// (a hook's name; "run" for Run's function), "elapsed" (a duration),
-// "outcome" ("ok", "failed", "timeout", "panic", "skipped"), "error", "bound"
-// (the limit a slow hook came close to), "stack" (where an abandoned hook is
-// stuck), "signal" and "code" (a second signal's forced exit). A hook's start
-// is logged at Debug; its end at Info, at Warn when it used 80% or more of
-// its bound, and at Error when it failed.
+// Records use these attribute keys: "cause" (what started shutdown, or a
+// late TriggerCause's error), "budget" and "delay" (the budget and the drain
+// delay, at the start), "hook" (a hook's name; "run" for Run's function),
+// "elapsed" (a duration), "outcome" ("ok", "failed", "timeout", "panic",
+// "skipped"), "error", "bound" (the limit a slow hook came close to),
+// "stack" (where an abandoned hook is stuck), "failed" (how many hooks
+// failed, in the last record), and "signal", "code" and a "running" group
+// per hook still running (a second signal's forced exit). A hook's start is
+// logged at Debug; its end at Info, at Warn when it used 80% or more of its
+// bound, and at Error when it failed.
 func WithLogger(l *slog.Logger) Option {
 	if l == nil {
 		panic("shutdown: WithLogger: l is nil")
@@ -203,7 +208,7 @@ func WithForceExit(on bool) Option { return forceExitOption(on) }
 func (o forceExitOption) apply(c *config) { c.forceExit = bool(o) }
 func (o forceExitOption) String() string  { return fmt.Sprintf("shutdown.WithForceExit(%t)", bool(o)) }
 
-// state is where a Manager is in its life, for logs and for late Adds.
+// state is where a Manager is in its life; it decides what a late Add does.
 type state int
 
 const (
@@ -212,10 +217,6 @@ const (
 	hooking               // hooks running
 	finished              // the last hook has ended
 )
-
-func (s state) String() string {
-	return [...]string{"idle", "draining", "running hooks", "finished"}[s]
-}
 
 // runState is where Run's fn is.
 type runState int
@@ -468,10 +469,10 @@ func (m *Manager) begin(cause error, fromRun bool) bool {
 func (m *Manager) Stopping() <-chan struct{} { return m.stopping }
 
 // Context returns a context for background work, cancelled when the drain
-// delay has ended (step 4), with the shutdown's cause: [context.Cause] says
-// "shutdown: received SIGTERM" or the error given to [Manager.TriggerCause].
-// Do not use it as an http.Server's BaseContext: requests in flight would be
-// cancelled before the server has drained them.
+// delay has ended (step 3 in the package doc), with the shutdown's cause:
+// [context.Cause] says "shutdown: received SIGTERM" or the error given to
+// [Manager.TriggerCause]. Do not use it as an http.Server's BaseContext:
+// requests in flight would be cancelled before the server has drained them.
 func (m *Manager) Context() context.Context { return m.ctx }
 
 // Done returns a channel that is closed when shutdown has finished: every
@@ -563,7 +564,7 @@ func (m *Manager) callFn(fn func(ctx context.Context) error) {
 	m.begin(cause, true)
 }
 
-// sequence runs steps 2 to 8 on its own goroutine.
+// sequence runs DESIGN steps 2 to 8 on its own goroutine.
 func (m *Manager) sequence() {
 	m.mu.Lock()
 	start, cause, skipDrain := m.start, m.cause, m.skipRun
