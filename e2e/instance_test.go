@@ -191,13 +191,21 @@ func startSlow(t *testing.T, base string, n int, d time.Duration) <-chan slow {
 	return out
 }
 
-// waitSlow collects n slow outcomes, fails the test for any that is not a
-// 200, and returns when the last one completed.
-func waitSlow(t *testing.T, ch <-chan slow, n int) (last time.Time) {
+// waitSlow collects n slow outcomes and returns when the last one
+// completed. With strict, any that is not a 200 fails the test; without, it
+// is logged.
+func waitSlow(t *testing.T, ch <-chan slow, n int, strict bool) (last time.Time) {
 	t.Helper()
 	for range n {
 		s := <-ch // each has its client's timeout as a hang guard
 		if s.err != nil || s.status != http.StatusOK {
+			if !strict {
+				// Without a drain delay the listener closes at the signal; a
+				// request the kernel had queued but the server not yet
+				// accepted is lost. Reported, as scenario 3's failures are.
+				t.Logf("slow request: status %d, error %v", s.status, s.err)
+				continue
+			}
 			t.Errorf("slow request: status %d, error %v; want 200", s.status, s.err)
 		}
 		if s.done.After(last) {

@@ -91,7 +91,7 @@ func direct(t *testing.T, drain time.Duration) (loadSummary, time.Duration) {
 	}
 	time.Sleep(time.Until(sig.Add(lag))) // clients keep sending through the lag
 	s := l.stop()
-	lastSlow := waitSlow(t, slows, slowN)
+	lastSlow := waitSlow(t, slows, slowN, drain > 0)
 	ref := later(drainEnd, lastSlow)
 	if code := in.wait(ref.Add(hangSpan)); code != 0 {
 		t.Errorf("exit code %d, want 0\n%s", code, in.logs())
@@ -134,7 +134,7 @@ func rollout(t *testing.T, runFor time.Duration, generate func(addr string, runF
 	sig := old.sigterm()
 	time.Sleep(time.Until(sig.Add(lag)))
 	f.switchTo(next.addr)
-	lastSlow := waitSlow(t, slows, slowN)
+	lastSlow := waitSlow(t, slows, slowN, true)
 	ref := later(sig.Add(drain), lastSlow)
 	if code := old.wait(ref.Add(hangSpan)); code != 0 {
 		t.Errorf("old pod: exit code %d, want 0", code)
