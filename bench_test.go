@@ -58,17 +58,13 @@ func BenchmarkStackCapture(b *testing.B) {
 			for range g {
 				go func() { <-release }()
 			}
-			label := newLabel()
+			t := &task{kind: isHook}
 			entered := make(chan struct{})
-			go func() {
-				setLabel(label)
-				close(entered)
-				<-release
-			}()
+			go t.run(func() error { close(entered); <-release; return nil }, func(result) {})
 			<-entered
 			for b.Loop() {
-				if len(stacks(label)[label]) == 0 {
-					b.Fatal("no stack for the labelled goroutine")
+				if len(stacks(t)[t]) == 0 {
+					b.Fatal("no stack for the task's goroutine")
 				}
 			}
 		})

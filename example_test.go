@@ -132,7 +132,7 @@ func ExampleAfterRun_wrongOrder() {
 	fmt.Println(err)
 	close(stopped) // the server hook never ran: let the abandoned function end
 	// Output:
-	// shutdown: hook "run": timed out after the 100ms budget
+	// shutdown: run function: timed out after the 100ms budget
 	// shutdown: hook "database": skipped: Run's function had not returned when the 100ms budget was spent
 	// shutdown: hook "server": skipped: the 100ms budget was spent
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"time"
 )
 
@@ -19,7 +20,7 @@ type Hook func(ctx context.Context) error
 
 // A HookOption configures one hook in [Manager.Add].
 type HookOption interface {
-	applyHook(entry) entry // by value: a pointer through an interface would move every entry to the heap
+	applyHook(*entry)
 	String() string
 }
 
@@ -28,10 +29,9 @@ type hookTimeout time.Duration
 // Timeout bounds one hook: it is abandoned when d has passed since its own
 // start, or at the end of the budget, whichever comes first. Its context
 // ends min(10% of d, 250ms) before that bound; when the budget's end comes
-// first, the hook gets the context that hooks without Timeout share, which
-// ends min(10% of the budget, 250ms) before the budget does. Without
-// Timeout, a hook may use all of the budget that remains. Timeout panics if
-// d is not positive.
+// first, it ends min(10% of the budget, 250ms) before the budget does, as
+// for hooks without Timeout, which may use all of the budget that remains.
+// Timeout panics if d is not positive.
 func Timeout(d time.Duration) HookOption {
 	if d <= 0 {
 		panic(fmt.Sprintf("shutdown: Timeout: d must be positive, got %v", d))
@@ -39,25 +39,27 @@ func Timeout(d time.Duration) HookOption {
 	return hookTimeout(d)
 }
 
-func (o hookTimeout) applyHook(e entry) entry { e.timeout = time.Duration(o); return e }
-func (o hookTimeout) String() string          { return fmt.Sprintf("shutdown.Timeout(%v)", time.Duration(o)) }
+func (o hookTimeout) applyHook(e *entry) { e.timeout = time.Duration(o) }
+func (o hookTimeout) String() string     { return fmt.Sprintf("shutdown.Timeout(%v)", time.Duration(o)) }
 
 type afterRun struct{}
 
-// AfterRun makes a hook start only after [Manager.Run]'s function has
-// returned (and every hook before it has ended), so a flush never races the
-// writer it flushes. Register in the natural order: the database first, with
-// AfterRun, then the server that uses it; the server's hook runs first, which
-// makes fn return, and then the database closes.
+// AfterRun makes a hook start only after [Manager.Run]'s function and every
+// component ([Manager.Go]) started before the hooks began have returned (or
+// been abandoned at the end of the budget), and every hook before it has
+// ended, so a flush never races the writer it flushes. Register in the
+// natural order: the database first, with AfterRun, then the server that
+// uses it; the server's hook runs first, which makes the server's component
+// return, and then the database closes.
 //
-// The other order deadlocks until the budget ends: an AfterRun hook that runs
-// before the hook that makes fn return waits for fn, which waits for that
-// later hook. If Run was not called when hooks start, AfterRun hooks do not
-// wait.
+// The other order waits until the budget ends: an AfterRun hook that runs
+// before the hook that stops a component waits for that component, which
+// waits for the later hook. With no function or component running when
+// hooks start, AfterRun hooks do not wait.
 func AfterRun() HookOption { return afterRun{} }
 
-func (afterRun) applyHook(e entry) entry { e.afterRun = true; return e }
-func (afterRun) String() string          { return "shutdown.AfterRun()" }
+func (afterRun) applyHook(e *entry) { e.afterRun = true }
+func (afterRun) String() string     { return "shutdown.AfterRun()" }
 
 type concurrent string
 
@@ -75,23 +77,16 @@ func Concurrent(set string) HookOption {
 	return concurrent(set)
 }
 
-func (o concurrent) applyHook(e entry) entry { e.set = &members{name: string(o)}; return e }
-func (o concurrent) String() string          { return fmt.Sprintf("shutdown.Concurrent(%q)", string(o)) }
+func (o concurrent) applyHook(e *entry) { e.set = string(o) }
+func (o concurrent) String() string     { return fmt.Sprintf("shutdown.Concurrent(%q)", string(o)) }
 
-// entry is one registered hook or, with hook nil, a Concurrent set. It is
-// kept small: a shutdown with many hooks copies it around.
+// entry is one registered hook.
 type entry struct {
 	name     string
 	hook     Hook
 	timeout  time.Duration
 	afterRun bool
-	set      *members // a member's set (in Add only), or the set itself
-}
-
-// members is a Concurrent set's name and, in the set's entry, its hooks.
-type members struct {
-	name  string
-	hooks []entry
+	set      string
 }
 
 // Add registers h under name. Hooks run in reverse order of registration
@@ -102,10 +97,11 @@ type members struct {
 // Add may be called at any time. Before hooks start (during the drain delay,
 // say) it is an ordinary Add. Once hooks are running, h runs next: after the
 // hook now running and before any not yet started, as the last added hook
-// should; a hook whose Concurrent set is running joins it. Once the last hook
-// has ended, h is not run and an error record naming it is logged. Add panics
-// if name is empty, h is nil or an option is nil; it never panics for being
-// late.
+// should; a hook whose Concurrent set is running or pending joins it. Once
+// the last hook has ended (or after [Manager.Stop]), h is not run and an
+// error record naming it is logged. A hook that waits for a hook it added
+// itself waits until its own bound. Add panics if name is empty, h is nil or
+// an option is nil; it never panics for being late.
 func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 	if name == "" {
 		panic("shutdown: Add: name is empty")
@@ -114,98 +110,104 @@ func (m *Manager) Add(name string, h Hook, opts ...HookOption) {
 		panic(fmt.Sprintf("shutdown: Add(%q): hook is nil", name))
 	}
 	e := entry{name: name, hook: h}
-	if len(opts) > 0 {
-		e = withOptions(e, opts)
-	}
-	m.mu.Lock()
-	switch {
-	case m.state == finished:
-		m.mu.Unlock()
-		m.log(slog.LevelError, "shutdown: hook added after shutdown finished; not run", slog.String("hook", name))
-		return
-	case e.set == nil:
-		m.stack = append(m.stack, e)
-	case m.live != nil && m.live.name == e.set.name && m.live.pending > 0:
-		// The set is running: join it. pending > 0 means a member has not
-		// returned to the errgroup yet, so Go never races Wait.
-		m.live.join(e)
-	default:
-		name := e.set.name
-		e.set = nil
-		if i, ok := m.sets[name]; ok {
-			set := m.stack[i].set
-			set.hooks = append(set.hooks, e)
-		} else {
-			if m.sets == nil {
-				m.sets = make(map[string]int)
-			}
-			m.sets[name] = len(m.stack)
-			m.stack = append(m.stack, entry{name: name, set: &members{name: name, hooks: []entry{e}}})
-		}
-	}
-	m.mu.Unlock()
-}
-
-// withOptions applies opts to e.
-func withOptions(e entry, opts []HookOption) entry {
 	for i, o := range opts {
 		if o == nil {
-			panic(fmt.Sprintf("shutdown: Add(%q): option %d is nil", e.name, i))
+			panic(fmt.Sprintf("shutdown: Add(%q): option %d is nil", name, i))
 		}
-		e = o.applyHook(e)
+		o.applyHook(&e)
 	}
-	return e
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state >= finished {
+		m.log(slog.LevelError, "shutdown: hook added after "+m.state.String()+"; not run", slog.String("hook", name))
+		return
+	}
+	if e.set == "" {
+		m.steps = append(m.steps, e)
+		return
+	}
+	if s := m.live; s != nil && s.name == e.set && s.pending > 0 {
+		// The set is running: join it. pending > 0 means a member has not
+		// returned to the errgroup yet, so Go never races Wait.
+		s.join(e)
+		return
+	}
+	for _, st := range m.steps {
+		if s, ok := st.(*hookSet); ok && s.name == e.set {
+			s.members = append(s.members, e)
+			return
+		}
+	}
+	m.steps = append(m.steps, &hookSet{name: e.set, members: []entry{e}})
 }
 
 // ErrTimeout, ErrPanic and ErrSkipped classify a [*HookError]; match them
 // with [errors.Is] on the error that [Manager.Wait] or [Manager.Run] returns.
 var (
-	// ErrTimeout reports a hook (or Run's function) that was still running
-	// at its bound and was abandoned, or that returned
+	// ErrTimeout reports a hook, component or Run's function that was still
+	// running at its bound and was abandoned, or a hook that returned
 	// context.DeadlineExceeded after its context's deadline.
 	ErrTimeout = errors.New("shutdown: timed out")
-	// ErrPanic reports a hook (or Run's function) that panicked; the
-	// HookError's Stack holds where.
+	// ErrPanic reports a hook, component or Run's function that panicked;
+	// the HookError's Stack holds where.
 	ErrPanic = errors.New("shutdown: panic")
 	// ErrSkipped reports a hook that was not started because the budget was
 	// spent before its turn came.
 	ErrSkipped = errors.New("shutdown: skipped")
 )
 
-type hookKind int
+type outcome int
 
 const (
-	kindFailed hookKind = iota
-	kindTimeout
-	kindPanic
-	kindSkipped
+	ok outcome = iota
+	failed
+	timedOut
+	panicked
+	skipped
 )
 
-func (k hookKind) String() string {
-	return [...]string{"failed", "timeout", "panic", "skipped"}[k]
+func (o outcome) String() string {
+	return [...]string{"ok", "failed", "timeout", "panic", "skipped"}[o]
 }
 
-// HookError reports one hook that failed, timed out, panicked or was
-// skipped. Run's function is reported as a HookError named "run" when it
-// panics, calls runtime.Goexit or outlives the budget.
+// kind says what a HookError reports: a hook, a component or Run's function.
+type kind int
+
+const (
+	isHook kind = iota
+	isComponent
+	isRun
+)
+
+// HookError reports one hook, component ([Manager.Go]) or Run's function
+// that failed, timed out, panicked or was skipped.
 type HookError struct {
-	Name    string        // the name given to Add, or "run"
-	Elapsed time.Duration // how long the hook ran before it ended or was abandoned
-	Err     error         // the hook's error, the panic value, or ErrTimeout/ErrSkipped
-	Stack   []byte        // where it panicked, or where an abandoned hook is stuck (4 per shutdown at most)
+	Name    string        // the name given to Add or Go, or "run" for Run's function
+	Elapsed time.Duration // how long it ran before it ended or was abandoned
+	Err     error         // its error, the panic value, or ErrTimeout/ErrSkipped
+	Stack   []byte        // where it panicked, or where it is stuck when abandoned (4 per shutdown at most)
 
-	kind      hookKind
-	limit     time.Duration // the bound that cut the hook off
-	byBudget  bool          // that bound was the total budget
-	waitedRun bool          // skipped while waiting, as AfterRun, for Run's fn
+	kind     kind
+	outcome  outcome
+	limit    time.Duration // the bound that cut it off
+	byBudget bool          // that bound was the total budget
+	waited   string        // skipped while waiting, as AfterRun, for this component
 }
 
-// Error names the hook and the bound that cut it off, never a measured time,
-// for example `shutdown: hook "db": timed out after 5s`.
+// Error names what failed and the bound that cut it off, never a measured
+// time: `shutdown: hook "db": timed out after 5s`, `shutdown: component
+// "grpc": listen tcp :9090: bind: address already in use`, `shutdown: run
+// function: timed out after the 25s budget`.
 func (e *HookError) Error() string {
 	who := fmt.Sprintf("shutdown: hook %q", e.Name)
 	switch e.kind {
-	case kindTimeout:
+	case isComponent:
+		who = fmt.Sprintf("shutdown: component %q", e.Name)
+	case isRun:
+		who = "shutdown: run function"
+	}
+	switch e.outcome {
+	case timedOut:
 		s := fmt.Sprintf("%s: timed out after %v", who, e.limit)
 		if e.byBudget {
 			s = fmt.Sprintf("%s: timed out after the %v budget", who, e.limit)
@@ -214,11 +216,11 @@ func (e *HookError) Error() string {
 			s += ": " + e.Err.Error()
 		}
 		return s
-	case kindPanic:
+	case panicked:
 		return fmt.Sprintf("%s: panic: %v", who, e.Err)
-	case kindSkipped:
-		if e.waitedRun {
-			return fmt.Sprintf("%s: skipped: Run's function had not returned when the %v budget was spent", who, e.limit)
+	case skipped:
+		if e.waited != "" {
+			return fmt.Sprintf("%s: skipped: %s had not returned when the %v budget was spent", who, e.waited, e.limit)
 		}
 		return fmt.Sprintf("%s: skipped: the %v budget was spent", who, e.limit)
 	}
@@ -233,11 +235,11 @@ func (e *HookError) Unwrap() error { return e.Err }
 func (e *HookError) Is(target error) bool {
 	switch target {
 	case ErrTimeout:
-		return e.kind == kindTimeout
+		return e.outcome == timedOut
 	case ErrPanic:
-		return e.kind == kindPanic
+		return e.outcome == panicked
 	case ErrSkipped:
-		return e.kind == kindSkipped
+		return e.outcome == skipped
 	}
 	return false
 }
@@ -249,4 +251,9 @@ func Closer(c io.Closer) Hook {
 		panic("shutdown: Closer: c is nil")
 	}
 	return func(context.Context) error { return c.Close() }
+}
+
+func isNilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -356,9 +355,4 @@ func GRPCServer(s interface {
 		<-done
 		return fmt.Errorf("grpc server stopped with calls in flight: %w", ctx.Err())
 	}
-}
-
-func isNilPointer(v any) bool {
-	rv := reflect.ValueOf(v)
-	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }

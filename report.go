@@ -3,13 +3,12 @@ package shutdown
 import (
 	"bytes"
 	"cmp"
-	"context"
 	"fmt"
-	"runtime/pprof"
+	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -22,17 +21,18 @@ type Report struct {
 	Budget  time.Duration // the total budget
 	Drain   time.Duration // how long the drain delay ran (0 when skipped)
 	Elapsed time.Duration // from the start to the result
-	Hooks   []HookReport  // one per hook that ran, was abandoned or was skipped, by start
+	Hooks   []HookReport  // one per hook and component, by start
 }
 
 // A HookReport is one hook's line in a [Report].
 type HookReport struct {
-	Name    string        // the name given to Add
-	Set     string        // its Concurrent set, or ""
-	Start   time.Duration // when it started (or was skipped), from the shutdown's start
-	Elapsed time.Duration // how long it ran; for an abandoned hook, until it was abandoned
-	Outcome string        // "ok", "failed", "timeout", "panic" or "skipped", as logged
-	Err     *HookError    // nil when Outcome is "ok"
+	Name      string        // the name given to Add or Go; "run" for Run's function
+	Set       string        // its Concurrent set, or ""
+	Component bool          // a component (Go or Run), not a hook
+	Start     time.Duration // when it started (or was skipped), from the shutdown's start; a component's may be negative
+	Elapsed   time.Duration // how long it ran; for an abandoned hook or component, until it was abandoned
+	Outcome   string        // "ok", "failed", "timeout", "panic" or "skipped", as logged
+	Err       *HookError    // nil when Outcome is "ok"
 }
 
 // Report returns the report of a finished shutdown, the same value to every
@@ -46,14 +46,12 @@ func (m *Manager) Report() *Report {
 	}
 }
 
-// buildReport assembles the report once no hook records any more.
-func (m *Manager) buildReport(cause string, elapsed, drain time.Duration) *Report {
-	// Rows were appended as hooks ended, which is start order but for the
-	// members of sets; the sort is nearly free on sorted input. The report
-	// owns m.rows from here on: nothing appends once shutdown has finished.
-	rows := m.rows
+// newReport assembles the report once nothing records any more.
+func newReport(cause string, budget, drain, elapsed time.Duration, rows []HookReport) *Report {
+	// Hook rows were appended as hooks ended, which is start order but for
+	// the members of sets, and component rows after them.
 	slices.SortStableFunc(rows, func(a, b HookReport) int { return cmp.Compare(a.Start, b.Start) })
-	return &Report{Cause: cause, Budget: m.cfg.timeout, Drain: drain, Elapsed: elapsed, Hooks: rows}
+	return &Report{Cause: cause, Budget: budget, Drain: drain, Elapsed: elapsed, Hooks: rows}
 }
 
 // timelineWidth is the width of the time axis of Report.String, in
@@ -70,6 +68,8 @@ const timelineWidth = 40
 //	database   |                                 ====== |   778ms +151ms   ok
 //
 // A failed hook's bar is drawn with 'x', a skipped one with a single '-'.
+// Components are drawn with '#' from where shutdown started (or they did) to
+// where they returned, and their names are in brackets.
 func (r *Report) String() string {
 	if r == nil {
 		return "<nil>"
@@ -103,6 +103,13 @@ func (r *Report) String() string {
 	}
 	for _, h := range r.Hooks {
 		mark := byte('=')
+		start, elapsed := h.Start, h.Elapsed
+		if h.Component {
+			mark = '#'
+			if start < 0 {
+				start, elapsed = 0, max(elapsed+start, 0)
+			}
+		}
 		switch h.Outcome {
 		case "ok":
 		case "skipped":
@@ -110,12 +117,15 @@ func (r *Report) String() string {
 		default:
 			mark = 'x'
 		}
-		bar(h.label(), h.Start, h.Elapsed, mark, h.Outcome)
+		bar(h.label(), start, elapsed, mark, h.Outcome)
 	}
 	return b.String()
 }
 
 func (h HookReport) label() string {
+	if h.Component {
+		return "[" + h.Name + "]"
+	}
 	if h.Set != "" {
 		return h.Set + "/" + h.Name
 	}
@@ -131,75 +141,128 @@ func round(d time.Duration) time.Duration {
 	return d.Round(time.Millisecond)
 }
 
-// Stacks of stuck hooks. Every goroutine that runs hooks carries a pprof
-// label; when a hook is abandoned, its goroutine is picked out of the
-// goroutine profile by that label. runtime.Stack(all) would give the same
-// stacks, but no way to tell which goroutine runs the hook short of parsing
-// goroutine ids at every hook's start, which costs more than the hook.
-// Goroutines the hook started inherit the label and are shown too.
-//
-// Rejected: recording each hook goroutine's id (once per worker) and
-// cutting its stack out of runtime.Stack(buf, true). It would drop
-// runtime/pprof from the binary (about 320 KiB, BENCHMARKS.md), but
-// runtime.Stack(all) keeps the world stopped while it formats every
-// goroutine: measured 7 ms with 1,000 goroutines and 180 ms with 10,000,
-// against 2 ms and 22 ms for the goroutine profile, which stops the world
-// only briefly (BenchmarkStackCapture, both versions, same machine).
+// Stacks of abandoned hooks and components. Each task records its
+// goroutine's id when it starts; an abandonment takes one runtime.Stack of
+// every goroutine and cuts out the task's own goroutine and, for a hook,
+// the goroutines it started (found through "created by ... in goroutine N").
+// Rejected: pprof labels. The goroutine profile groups goroutines by label
+// cheaply, but a label is inherited by every goroutine started under it, so
+// a label on Run's function or a component leaks into the service's own
+// goroutines, their stacks and its CPU profiles, and a reused label names
+// goroutines that earlier hooks left behind. Goroutine ids are never reused.
 
-const labelKey = "shutdown.hook"
-
-var labelSeq atomic.Uint64
-
-func newLabel() string { return "g" + strconv.FormatUint(labelSeq.Add(1), 10) }
-
-// setLabel labels the calling goroutine.
-func setLabel(label string) {
-	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels(labelKey, label)))
+// goid returns the calling goroutine's id, from the first line of its
+// stack: "goroutine 18 [running]:".
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b, _ = bytes.CutPrefix(b, []byte("goroutine "))
+	n, _ := strconv.ParseUint(string(b[:max(bytes.IndexByte(b, ' '), 0)]), 10, 64)
+	return n
 }
 
-// stacks returns, for each of labels, the stacks of the goroutines that
-// carry it, as "function\n\tfile:line\n" frames, user code first: frames
-// of this package below the hook are cut. It takes one goroutine profile,
-// which stops the world for a moment.
-func stacks(labels ...string) map[string][]byte {
-	var buf bytes.Buffer
-	pprof.Lookup("goroutine").WriteTo(&buf, 1)
-	want := make(map[string]string, len(labels))
-	for _, l := range labels {
-		want[`"`+labelKey+`":"`+l+`"`] = l
+// ownFrames are the prefixes of this package's functions that run a task's
+// function; a stack is cut there, so it shows the user's code only. They are
+// found at run time, so a fork or a vendored copy under another module path
+// is cut as well.
+var ownFrames = func() []string {
+	name := runtime.FuncForPC(reflect.ValueOf((*task).run).Pointer()).Name()
+	pkg := strings.TrimSuffix(name, "(*task).run")
+	return []string{name, pkg + "(*runner).runHook.func", pkg + "(*Manager).startComponent.func"}
+}()
+
+// goroutine is one block of a runtime.Stack dump.
+type goroutine struct {
+	id, parent uint64
+	frames     string // "function\n\tfile:line\n" each, cut at ownFrames
+}
+
+// stacks returns the stacks of ts's goroutines, as "function\n\tfile:line\n"
+// frames, user code first, with a hook's descendants after its own
+// goroutine, separated by blank lines. It stops the world while the runtime
+// formats every goroutine.
+func stacks(ts ...*task) map[*task][]byte {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) || len(buf) >= 64<<20 {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
 	}
-	out := make(map[string][]byte)
-	for block := range strings.SplitSeq(buf.String(), "\n\n") {
-		label := ""
-		var frames []string
-		for line := range strings.SplitSeq(block, "\n") {
-			if rest, ok := strings.CutPrefix(line, "# labels: "); ok {
-				for key, l := range want {
-					if strings.Contains(rest, key) {
-						label = l
+	all := parseStacks(string(buf))
+	out := make(map[*task][]byte, len(ts))
+	for _, t := range ts {
+		ids := map[uint64]bool{t.gid.Load(): true}
+		for grew := t.kind == isHook; grew; {
+			grew = false
+			for _, g := range all {
+				if !ids[g.id] && ids[g.parent] {
+					ids[g.id], grew = true, true
+				}
+			}
+		}
+		var b []byte
+		for _, own := range []bool{true, false} { // its own goroutine first
+			for _, g := range all {
+				if ids[g.id] && (g.id == t.gid.Load()) == own && g.frames != "" {
+					if len(b) > 0 {
+						b = append(b, '\n')
 					}
+					b = append(b, g.frames...)
+				}
+			}
+		}
+		out[t] = b
+	}
+	return out
+}
+
+// parseStacks reads runtime.Stack's text. A frame is a function line,
+// "pkg.f(args)", then a tab and "file:line +0xpc"; file paths may contain
+// spaces, so nothing is split on them.
+func parseStacks(s string) []goroutine {
+	var gs []goroutine
+	for block := range strings.SplitSeq(s, "\n\n") {
+		lines := strings.Split(block, "\n")
+		head, ok := strings.CutPrefix(lines[0], "goroutine ")
+		if !ok {
+			continue
+		}
+		id, _ := strconv.ParseUint(head[:max(strings.IndexByte(head, ' '), 0)], 10, 64)
+		g := goroutine{id: id}
+		var b strings.Builder
+		cut := false
+		for i := 1; i < len(lines); i++ {
+			line := lines[i]
+			if line == "" || line[0] == '\t' {
+				continue
+			}
+			if rest, ok := strings.CutPrefix(line, "created by "); ok {
+				if _, p, ok := strings.Cut(rest, " in goroutine "); ok {
+					g.parent, _ = strconv.ParseUint(p, 10, 64)
 				}
 				continue
 			}
-			f := strings.Fields(strings.TrimPrefix(line, "#"))
-			if !strings.HasPrefix(line, "#") || len(f) != 3 {
+			fn := line
+			if j := strings.LastIndexByte(fn, '('); j > 0 && strings.HasSuffix(fn, ")") {
+				fn = fn[:j]
+			}
+			for _, own := range ownFrames {
+				cut = cut || strings.HasPrefix(fn, own)
+			}
+			if cut || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\t") {
 				continue
 			}
-			fn := f[1]
-			if i := strings.LastIndex(fn, "+0x"); i > 0 {
-				fn = fn[:i]
+			file := strings.TrimPrefix(lines[i+1], "\t")
+			if j := strings.LastIndex(file, " +0x"); j > 0 {
+				file = file[:j]
 			}
-			if fn == "github.com/gracefulgo/shutdown.call" {
-				break // the library's own frames below the hook
-			}
-			frames = append(frames, fn+"\n\t"+f[2]+"\n")
+			b.WriteString(fn + "\n\t" + file + "\n")
 		}
-		if label != "" && len(frames) > 0 {
-			if len(out[label]) > 0 {
-				out[label] = append(out[label], "\n"...)
-			}
-			out[label] = append(out[label], strings.Join(frames, "")...)
-		}
+		g.frames = b.String()
+		gs = append(gs, g)
 	}
-	return out
+	return gs
 }

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix && !plan9
 
 package shutdown
 
@@ -12,8 +12,20 @@ import (
 // promised there.
 var defaultSignals = []os.Signal{syscall.SIGTERM, os.Interrupt}
 
-var extraSignalNames = map[os.Signal]string{os.Kill: "SIGKILL"}
+var signalNames = map[os.Signal]string{
+	syscall.SIGTERM: "SIGTERM",
+	os.Interrupt:    "SIGINT",
+	os.Kill:         "SIGKILL",
+}
 
 // uncatchable reports whether s can never reach the process. Outside unix,
 // SIGKILL is what Process.Kill does: it cannot be caught either.
 func uncatchable(s os.Signal) bool { return s == os.Kill }
+
+// signalNumber is n in the exit code 128+n of a forced exit.
+func signalNumber(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return int(n)
+	}
+	return 1
+}

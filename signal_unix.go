@@ -9,7 +9,9 @@ import (
 
 var defaultSignals = []os.Signal{syscall.SIGTERM, os.Interrupt}
 
-var extraSignalNames = map[os.Signal]string{
+var signalNames = map[os.Signal]string{
+	syscall.SIGTERM: "SIGTERM",
+	syscall.SIGINT:  "SIGINT",
 	syscall.SIGHUP:  "SIGHUP",
 	syscall.SIGQUIT: "SIGQUIT",
 	syscall.SIGKILL: "SIGKILL",
@@ -20,4 +22,12 @@ var extraSignalNames = map[os.Signal]string{
 // delivers without asking the process.
 func uncatchable(s os.Signal) bool {
 	return s == syscall.SIGKILL || s == syscall.SIGSTOP
+}
+
+// signalNumber is n in the exit code 128+n of a forced exit.
+func signalNumber(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return int(n)
+	}
+	return 1
 }

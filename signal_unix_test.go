@@ -205,7 +205,7 @@ func TestSignalNames(t *testing.T) {
 		syscall.SIGQUIT: "shutdown: received SIGQUIT",
 		syscall.SIGUSR1: "shutdown: received user defined signal 1",
 	} {
-		if got := (&signalError{sig}).Error(); got != want {
+		if got := (&SignalError{sig}).Error(); got != want {
 			t.Errorf("signalError{%v}.Error() = %q, want %q", sig, got, want)
 		}
 	}

@@ -5,12 +5,59 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 )
+
+type callbackHandler struct{ on func(slog.Record) }
+
+func (h *callbackHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *callbackHandler) Handle(_ context.Context, r slog.Record) error {
+	h.on(r)
+	return nil
+}
+
+func (h *callbackHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h *callbackHandler) WithGroup(string) slog.Handler { return h }
+
+// A logger whose handler calls back into the manager (Add, Trigger,
+// Report) does not deadlock: records go out with no lock held, on the log
+// goroutine. The hook it adds from a hook's end record is a late Add: it
+// runs once, after "second", or, when the record is handled after the last
+// hook has ended, is logged and not run.
+func TestLogHandlerCallingBackDoesNotDeadlock(t *testing.T) {
+	var m *Manager
+	var once sync.Once
+	var r recorder
+	h := &callbackHandler{on: func(rec slog.Record) {
+		m.Trigger()
+		m.Report()
+		if rec.Message == "shutdown: hook finished" {
+			once.Do(func() { m.Add("from-log", r.hook("from-log")) })
+		}
+	}}
+	m = New(WithSignals(), WithLogger(slog.New(h)))
+	m.Add("first", r.hook("first"))
+	m.Add("second", r.hook("second"))
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Fatalf("Wait() = %v", err)
+	}
+	got := slices.DeleteFunc(r.list(), func(s string) bool { return s == "from-log" })
+	if len(got) != 2 || got[0] != "second" || got[1] != "first" {
+		t.Errorf("hooks ran %v, want second, then first (and from-log)", r.list())
+	}
+	if n := len(r.list()) - len(got); n > 1 {
+		t.Errorf("from-log ran %d times, want at most once", n)
+	}
+}
 
 // Focused tests of behaviour the contract names and no other test reaches.
 
