@@ -131,3 +131,64 @@ func TestDefaultLoggerAtTimeOfRecord(t *testing.T) {
 		t.Errorf("slog.Default() at New got records:\n%s", s)
 	}
 }
+
+// sleepyHandler takes d to handle each record whose message contains
+// match, or until release is closed: a log collector that has stalled.
+type sleepyHandler struct {
+	slog.Handler
+	match   string
+	d       time.Duration
+	release chan struct{}
+}
+
+func (h sleepyHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h sleepyHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.match) {
+		select {
+		case <-time.After(h.d):
+		case <-h.release:
+		}
+	}
+	return nil
+}
+
+// A log handler that blocks 5s on every "hook finished" record, with a 1s
+// budget, changes no outcome: records go through a goroutine of their own,
+// never the one that keeps time, so no hook is reported as timed out or
+// skipped, and Wait waits for the records 1s at most after the result is
+// ready, never past the budget plus 1s.
+func TestStuckLogHandlerChangesNoOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		opts      []HookOption
+		hookTime  time.Duration
+		wantAfter time.Duration
+	}{
+		{"budget-bound", nil, 0, time.Second},
+		{"with-timeout", []HookOption{Timeout(500 * time.Millisecond)}, 0, time.Second},
+		{"near-the-end", nil, 300 * time.Millisecond, 1900 * time.Millisecond}, // 3 hooks: 0.9s, then 1s for the log
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := sleepyHandler{Handler: slog.DiscardHandler, match: "hook finished", d: 5 * time.Second, release: make(chan struct{})}
+				defer close(h.release) // the bubble ends once the log goroutine has
+				m := New(WithSignals(), WithTimeout(time.Second), WithLogger(slog.New(h)))
+				var r recorder
+				for _, name := range []string{"c", "b", "a"} {
+					m.Add(name, func(context.Context) error { time.Sleep(tc.hookTime); r.add(name); return nil }, tc.opts...)
+				}
+				start := time.Now()
+				m.Trigger()
+				if err := m.Wait(); err != nil {
+					t.Errorf("Wait() = %v, want nil: a slow log handler changes no outcome", err)
+				}
+				if d := time.Since(start); d != tc.wantAfter {
+					t.Errorf("Wait returned after %v, want %v", d, tc.wantAfter)
+				}
+				if got := r.list(); !slices.Equal(got, []string{"a", "b", "c"}) {
+					t.Errorf("hooks ran %v, want [a b c]", got)
+				}
+			})
+		})
+	}
+}

@@ -191,7 +191,7 @@ func stacks(ts ...*task) map[*task][]byte {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	all := parseStacks(string(buf))
+	all := parseStacks(string(buf), ownFrames)
 	out := make(map[*task][]byte, len(ts))
 	for _, t := range ts {
 		ids := map[uint64]bool{t.gid.Load(): true}
@@ -222,7 +222,7 @@ func stacks(ts ...*task) map[*task][]byte {
 // parseStacks reads runtime.Stack's text. A frame is a function line,
 // "pkg.f(args)", then a tab and "file:line +0xpc"; file paths may contain
 // spaces, so nothing is split on them.
-func parseStacks(s string) []goroutine {
+func parseStacks(s string, own []string) []goroutine {
 	var gs []goroutine
 	for block := range strings.SplitSeq(s, "\n\n") {
 		lines := strings.Split(block, "\n")
@@ -249,8 +249,8 @@ func parseStacks(s string) []goroutine {
 			if j := strings.LastIndexByte(fn, '('); j > 0 && strings.HasSuffix(fn, ")") {
 				fn = fn[:j]
 			}
-			for _, own := range ownFrames {
-				cut = cut || strings.HasPrefix(fn, own)
+			for _, o := range own {
+				cut = cut || strings.HasPrefix(fn, o)
 			}
 			if cut || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\t") {
 				continue

@@ -63,6 +63,7 @@ type Manager struct {
 	sigCh    chan os.Signal // nil when no signals are configured
 	quit     chan struct{}  // closed by Stop: the signal goroutine ends
 	quitOnce sync.Once
+	sigDone  chan struct{} // closed when the signal goroutine has ended
 	stopping chan struct{} // closed at step 1
 	drainCut chan struct{} // closed by a later signal with WithForceExit(false)
 	cutOnce  sync.Once
@@ -121,6 +122,7 @@ func New(opts ...Option) *Manager {
 	m := &Manager{
 		cfg:      cfg,
 		quit:     make(chan struct{}),
+		sigDone:  make(chan struct{}),
 		stopping: make(chan struct{}),
 		drainCut: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -130,6 +132,8 @@ func New(opts ...Option) *Manager {
 		m.sigCh = make(chan os.Signal, 1)
 		cfg.notify(m.sigCh, cfg.signals...)
 		go m.watchSignals()
+	} else {
+		close(m.sigDone)
 	}
 	return m
 }
@@ -138,6 +142,7 @@ func New(opts ...Option) *Manager {
 // It never calls user code (loggers included) itself: a stuck log handler
 // must not stop the forced exit.
 func (m *Manager) watchSignals() {
+	defer close(m.sigDone)
 	defer signal.Stop(m.sigCh)
 	first := true
 	for {
@@ -287,6 +292,7 @@ func (m *Manager) Stop() {
 		}
 		close(m.quit)
 	})
+	<-m.sigDone // a signal read before Stop is handled before it returns
 	m.mu.Lock()
 	if m.state != idle {
 		m.mu.Unlock()

@@ -1,0 +1,224 @@
+package shutdown
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// blockedInFlushToDisk is a user function that never finishes; its name must
+// appear in the stack the manager reports.
+func blockedInFlushToDisk(release chan struct{}) { <-release }
+
+// blockedInCloseDatabase is another, for Run's fn.
+func blockedInCloseDatabase(release chan struct{}) { <-release }
+
+func TestStuckHookStackNamesItsFunction(t *testing.T) {
+	cases := []struct {
+		name string
+		opts []HookOption
+	}{
+		{"budget-bound", nil},
+		{"own-timeout", []HookOption{Timeout(time.Second)}},
+		{"set-member", []HookOption{Concurrent("s"), Timeout(time.Second)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				release := make(chan struct{})
+				defer close(release)
+				var logs logBuffer
+				m := New(WithSignals(), WithTimeout(2*time.Second), WithLogger(logs.logger(slog.LevelInfo)))
+				m.Add("flush", func(ctx context.Context) error {
+					blockedInFlushToDisk(release)
+					return nil
+				}, tc.opts...)
+				m.Trigger()
+				err := m.Wait()
+				var he *HookError
+				if !errors.As(err, &he) || !errors.Is(err, ErrTimeout) {
+					t.Fatalf("Wait() = %v, want a timed-out HookError", err)
+				}
+				if !strings.Contains(string(he.Stack), "shutdown.blockedInFlushToDisk") || !strings.Contains(string(he.Stack), "stacks_test.go:") {
+					t.Errorf("Stack does not name the blocking function:\n%s", he.Stack)
+				}
+				if strings.Contains(string(he.Stack), "shutdown.(*runner)") {
+					t.Errorf("Stack shows the library's own frames below the hook:\n%s", he.Stack)
+				}
+				if l := logs.String(); !strings.Contains(l, "outcome=timeout") || !strings.Contains(l, "blockedInFlushToDisk") {
+					t.Errorf("log lacks the stack:\n%s", l)
+				}
+			})
+		})
+	}
+}
+
+func TestStuckRunStack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		m := newTest(WithTimeout(time.Second))
+		// Trigger from fn: a Trigger before Run could start the hooks first,
+		// and Run would then not call fn at all.
+		err := m.Run(func(ctx context.Context) error { m.Trigger(); blockedInCloseDatabase(release); return nil })
+		var he *HookError
+		if !errors.As(err, &he) || he.Name != "run" || !strings.Contains(string(he.Stack), "blockedInCloseDatabase") {
+			t.Errorf("Run() = %v with stack\n%s\nwant run's stack naming blockedInCloseDatabase", err, he.Stack)
+		}
+	})
+}
+
+func TestStackCapturesAreCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		m := newTest(WithTimeout(time.Second))
+		for range maxCaptures + 2 {
+			m.Add("stuck", func(context.Context) error { <-release; return nil }, Concurrent("all"))
+		}
+		m.Trigger()
+		err := m.Wait()
+		with := 0
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if len(e.(*HookError).Stack) > 0 {
+				with++
+			}
+		}
+		if with != maxCaptures {
+			t.Errorf("%d abandoned hooks have stacks, want the cap, %d", with, maxCaptures)
+		}
+	})
+}
+
+func TestSecondSignalLogsStacks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan chan<- os.Signal, 1)
+		exited := make(chan int, 1)
+		var logs logBuffer
+		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(logs.logger(slog.LevelInfo)))
+		release, entered := make(chan struct{}), make(chan struct{})
+		m.Add("flush", func(ctx context.Context) error { close(entered); blockedInFlushToDisk(release); return nil })
+		sigs := <-got
+		sigs <- syscall.SIGTERM
+		<-entered
+		sigs <- syscall.SIGTERM
+		if code := <-exited; code != 143 {
+			t.Errorf("exit code = %d, want 143", code)
+		}
+		if l := logs.String(); !strings.Contains(l, "running.hook=flush") || !strings.Contains(l, "blockedInFlushToDisk") || !strings.Contains(l, "code=143") {
+			t.Errorf("second signal's log lacks the running hook's stack:\n%s", l)
+		}
+		close(release)
+		m.Wait()
+	})
+}
+
+// blockedInLeftover is a goroutine that an earlier hook left running.
+func blockedInLeftover(release chan struct{}) { <-release }
+
+// blockedInHelper is a goroutine that the stuck hook itself started.
+func blockedInHelper(release chan struct{}) { <-release }
+
+// A stuck hook's stack shows its own goroutine and the goroutines it
+// started, not the goroutines an earlier hook left behind (each hook runs
+// on a goroutine of its own, found by its id).
+func TestStuckHookStackNamesOnlyItsGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		m := newTest(WithTimeout(time.Second))
+		m.Add("stuck", func(context.Context) error {
+			go blockedInHelper(release)
+			blockedInFlushToDisk(release)
+			return nil
+		})
+		m.Add("earlier", func(context.Context) error { go blockedInLeftover(release); return nil })
+		m.Trigger()
+		var he *HookError
+		if err := m.Wait(); !errors.As(err, &he) || he.Name != "stuck" {
+			t.Fatalf("Wait() = %v, want stuck timed out", err)
+		}
+		st := string(he.Stack)
+		own, helper := strings.Index(st, "blockedInFlushToDisk"), strings.Index(st, "blockedInHelper")
+		if own < 0 || helper < own || strings.Contains(st, "blockedInLeftover") {
+			t.Errorf("Stack =\n%s\nwant blockedInFlushToDisk, then blockedInHelper, and no blockedInLeftover", st)
+		}
+	})
+}
+
+// No pprof label of the library's reaches the goroutines that Run's
+// function, a component or a hook start: they would show in the service's
+// own stacks and CPU profiles.
+func TestNoLabelLeaksIntoServiceGoroutines(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 3)
+	m := newTest()
+	spawn := func() { go func() { started <- struct{}{}; <-release }() }
+	m.Add("hook", func(context.Context) error { spawn(); return nil })
+	m.Go("worker", func(ctx context.Context) error { spawn(); <-ctx.Done(); return nil })
+	done := make(chan error, 1)
+	go func() { done <- m.Run(func(ctx context.Context) error { spawn(); <-ctx.Done(); return nil }) }()
+	<-started
+	<-started
+	m.Trigger()
+	<-started
+	var buf bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&buf, 1)
+	close(release)
+	if strings.Contains(buf.String(), "# labels:") {
+		t.Errorf("goroutine profile carries labels:\n%s", buf.String())
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run() = %v", err)
+	}
+}
+
+// Stack text is read robustly: file paths with spaces keep their frames,
+// argument lists and pc offsets are cut, and the library's own frames are
+// found by the path the binary was built from, so a fork under another
+// module path is cut as well.
+func TestParseStacks(t *testing.T) {
+	const fork = "example.com/fork/shutdown."
+	text := `goroutine 7 [chan receive, 2 minutes]:
+main.flush(0xc000012345)
+	/home/me/My Projects/svc/main.go:12 +0x1d
+main.(*DB).Close(...)
+	/home/me/My Projects/svc/db.go:40
+` + fork + `(*runner).runHook.func1()
+	/go/pkg/mod/example.com/fork/shutdown/runner.go:300 +0x25
+` + fork + `(*task).run(0xc0000a4000, 0xc0000b0000, 0xc0000b2000)
+	/go/pkg/mod/example.com/fork/shutdown/runner.go:50 +0x90
+created by ` + fork + `(*runner).runHook in goroutine 6
+	/go/pkg/mod/example.com/fork/shutdown/runner.go:280 +0x1aa
+
+goroutine 9 gp=0xc000003c00 m=nil [select]:
+main.helper()
+	/home/me/My Projects/svc/main.go:30 +0x44
+created by main.flush in goroutine 7
+	/home/me/My Projects/svc/main.go:11 +0x30
+`
+	own := []string{fork + "(*task).run", fork + "(*runner).runHook.func", fork + "(*Manager).startComponent.func"}
+	got := parseStacks(text, own)
+	want := []goroutine{
+		{id: 7, parent: 6, frames: "main.flush\n\t/home/me/My Projects/svc/main.go:12\nmain.(*DB).Close\n\t/home/me/My Projects/svc/db.go:40\n"},
+		{id: 9, parent: 7, frames: "main.helper\n\t/home/me/My Projects/svc/main.go:30\n"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseStacks() =\n%+v\nwant\n%+v", got, want)
+	}
+	// The prefixes the library uses are its own functions' names.
+	for _, f := range ownFrames {
+		if !strings.HasPrefix(f, "github.com/gracefulgo/shutdown.") {
+			t.Errorf("ownFrames has %q, want this package's functions", f)
+		}
+	}
+}
