@@ -64,6 +64,61 @@ func ExampleManager_Run() {
 	// shutdown: hook "database": connection reset
 }
 
+// Go runs the parts of a service as components: any of them returning
+// stops the others. Here the gRPC server fails at startup, so the HTTP
+// server, still serving, is drained by its hook, the worker ends its job
+// when the context is cancelled, and the queue closes only after the
+// worker has returned (AfterRun). Wait names what failed.
+func ExampleManager_Go() {
+	m := shutdown.New(quiet)
+	stopHTTP := make(chan struct{})
+	m.Add("queue", func(ctx context.Context) error {
+		fmt.Println("queue closed")
+		return nil
+	}, shutdown.AfterRun())
+	m.Add("http", func(ctx context.Context) error {
+		close(stopHTTP) // shutdown.HTTPServer(srv) in a real service
+		return nil
+	})
+
+	m.Go("http", func(ctx context.Context) error {
+		<-stopHTTP
+		return http.ErrServerClosed // a clean stop: not in the result
+	})
+	m.Go("worker", func(ctx context.Context) error {
+		<-ctx.Done()
+		fmt.Println("worker finished its job")
+		return nil
+	})
+	m.Go("grpc", func(ctx context.Context) error {
+		return errors.New("listen tcp :9090: bind: address already in use")
+	})
+
+	err := m.Wait()
+	fmt.Println(context.Cause(m.Context()))
+	fmt.Println(err)
+	// Output:
+	// worker finished its job
+	// queue closed
+	// shutdown: component "grpc" returned: listen tcp :9090: bind: address already in use
+	// shutdown: component "grpc": listen tcp :9090: bind: address already in use
+}
+
+// Stop releases a Manager that will not be used, say when a constructor
+// fails after New: it stops catching signals and ends the Manager, so no
+// goroutine of it is left and SIGINT kills the process again.
+func ExampleManager_Stop() {
+	m := shutdown.New(quiet)
+	defer m.Stop() // once Wait has returned, it changes nothing
+	if _, err := os.Open("/no/such/config.json"); err != nil {
+		fmt.Println("config:", errors.Unwrap(err))
+		return
+	}
+	// ... m.Add, m.Go, m.Wait ...
+	// Output:
+	// config: no such file or directory
+}
+
 // A hook gets a context that ends a little before its bound; a hook that
 // returns the context's error is reported with the bound that cut it off.
 func ExampleTimeout() {

@@ -121,6 +121,16 @@ func (m *Manager) componentReturned(c *component, res result) {
 	now := time.Now()
 	herr := c.hookError(res, now)
 	m.mu.Lock()
+	starts := m.beginLocked(&componentCause{c.name, c.kind, res.err}, c)
+	cause := m.cause
+	m.mu.Unlock()
+	// The error of the component that started shutdown always enters the
+	// result; another's does not when it means a clean stop. errors.Is
+	// calls the user's methods: the lock is released.
+	if !starts && herr != nil && herr.outcome == failed && ignorable(res.err, cause) {
+		herr = nil
+	}
+	m.mu.Lock()
 	if c.abandoned { // reported already; Wait may have returned
 		m.mu.Unlock()
 		return
@@ -129,10 +139,6 @@ func (m *Manager) componentReturned(c *component, res result) {
 	close(c.ended)
 	st := m.state
 	m.mu.Unlock()
-	if st == idle {
-		var cause error = &componentCause{c.name, c.kind, res.err}
-		m.begin(cause, c)
-	}
 	if st < finished {
 		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
 	}

@@ -78,7 +78,6 @@ type Manager struct {
 	state     state
 	start     time.Time    // of the shutdown
 	cause     error        // what started it
-	starter   *component   // the component that started it by returning, if one did
 	skipDrain bool         // a component started it and no other was running
 	triggered []error      // TriggerCause errors, for the result
 	sealed    bool         // the result is built: a TriggerCause now is too late for it
@@ -254,14 +253,18 @@ func (m *Manager) TriggerCause(err error) {
 func (m *Manager) begin(cause error, by *component) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.beginLocked(cause, by)
+}
+
+func (m *Manager) beginLocked(cause error, by *component) bool {
 	if m.state != idle {
 		return false
 	}
-	m.state, m.cause, m.starter, m.start = draining, cause, by, time.Now()
+	m.state, m.cause, m.start = draining, cause, time.Now()
 	if by != nil {
 		m.skipDrain = true // unless another component still serves
 		for _, c := range m.comps {
-			if !c.returned() {
+			if c != by && !c.returned() {
 				m.skipDrain = false
 			}
 		}
@@ -438,8 +441,7 @@ func (m *Manager) sequence() {
 func (m *Manager) finish(r *runner, cause error, drained time.Duration) {
 	m.mu.Lock()
 	m.sealed = true
-	triggered, comps, hookErrs := m.triggered, m.comps, m.hookErrs
-	starter, rows := m.starter, m.rows
+	triggered, comps, hookErrs, rows := m.triggered, m.comps, m.hookErrs, m.rows
 	m.mu.Unlock()
 	// Match errors with the lock released: errors.Is calls the user's Is
 	// methods, which must not hold the lock that a forced exit takes.
@@ -450,8 +452,8 @@ func (m *Manager) finish(r *runner, cause error, drained time.Duration) {
 		}
 	}
 	for _, c := range comps {
-		if e := c.herr; e != nil && (c == starter || e.outcome != failed || !ignorable(e.Err, cause)) {
-			errs = append(errs, e)
+		if c.herr != nil {
+			errs = append(errs, c.herr)
 		}
 		rows = append(rows, c.row(r.start))
 	}
@@ -480,8 +482,8 @@ func (m *Manager) finish(r *runner, cause error, drained time.Duration) {
 	close(m.done)
 }
 
-// ignorable reports whether a component's plain error means a clean stop
-// of a shutdown with the given cause.
+// ignorable reports whether the plain error of a component that did not
+// start the shutdown means a clean stop of a shutdown with the given cause.
 func ignorable(err, cause error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cause)
 }

@@ -1,6 +1,7 @@
-// Demo is the README's first command: a small service (an HTTP server, a
-// stand-in database and a buffered access log) that sends itself SIGTERM
-// after a second and shuts down in order, logging each step.
+// Demo is the README's first command: a small service (an HTTP server and a
+// worker as components, a stand-in database and a buffered access log) that
+// sends itself SIGTERM after a second and shuts down in order, logging each
+// step and drawing where the time went.
 package main
 
 import (
@@ -63,6 +64,14 @@ func main() {
 		return logFile.Close()
 	}, shutdown.AfterRun())
 	m.Add("http", shutdown.HTTPServer(srv), shutdown.Timeout(2*time.Second))
+	m.Go("http", func(ctx context.Context) error { return srv.Serve(ln) })
+	m.Go("worker", func(ctx context.Context) error { // a job in flight at the drain's end finishes
+		for ctx.Err() == nil {
+			db.Query()
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	})
 
 	go func() { // traffic, then a SIGTERM as Kubernetes or systemd would send
 		for i := 0; i < 10; i++ {
@@ -77,7 +86,7 @@ func main() {
 		p.Signal(syscall.SIGTERM)
 	}()
 
-	err = m.Run(func(ctx context.Context) error { return srv.Serve(ln) })
+	err = m.Wait()
 	os.Remove(logFile.Name())
 	fmt.Print("\n", m.Report()) // where the seconds went
 	if err != nil {
