@@ -26,9 +26,10 @@ type task struct {
 
 // result is how a task's function ended.
 type result struct {
-	err   error
-	stack []byte
-	panic bool
+	err     error
+	stack   []byte
+	panic   bool
+	timeout bool // a hook returned context.DeadlineExceeded after its deadline
 }
 
 // errGoexit is the Err of a task that called runtime.Goexit; it is always
@@ -120,8 +121,8 @@ func (m *Manager) startComponent(name string, k kind, fn func(context.Context) e
 func (m *Manager) componentReturned(c *component, res result) {
 	now := time.Now()
 	herr := c.hookError(res, now)
+	starts := m.begin(&componentCause{c.name, c.kind, res.err}, nil, c)
 	m.mu.Lock()
-	starts := m.beginLocked(&componentCause{c.name, c.kind, res.err}, c)
 	cause := m.cause
 	m.mu.Unlock()
 	// The error of the component that started shutdown always enters the
@@ -279,7 +280,12 @@ func (r *runner) runHook(e entry) {
 	m.log(slog.LevelDebug, "shutdown: hook started", slog.String("hook", e.name))
 
 	out := make(chan result, 1) // buffered: an abandoned hook can still send
-	go t.run(func() error { return e.hook(ctx) }, func(res result) { out <- res })
+	go t.run(func() error { return e.hook(ctx) }, func(res result) {
+		// Matched here, on the hook's goroutine: errors.Is calls the
+		// user's methods, which must not hold the goroutine keeping time.
+		res.timeout = !res.panic && ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded)
+		out <- res
+	})
 	timer := time.NewTimer(bound.Sub(t.start))
 	defer timer.Stop()
 	var herr *HookError
@@ -287,7 +293,7 @@ func (r *runner) runHook(e entry) {
 	case res := <-out:
 		end := time.Now()
 		herr = t.hookError(res, end)
-		if herr != nil && !res.panic && ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded) {
+		if res.timeout {
 			herr.outcome = timedOut
 		}
 		m.mu.Lock()

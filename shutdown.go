@@ -34,6 +34,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"time"
 )
@@ -78,6 +79,7 @@ type Manager struct {
 	state     state
 	start     time.Time    // of the shutdown
 	cause     error        // what started it
+	causeText string       // cause.Error(), for the report
 	skipDrain bool         // a component started it and no other was running
 	triggered []error      // TriggerCause errors, for the result
 	sealed    bool         // the result is built: a TriggerCause now is too late for it
@@ -155,7 +157,7 @@ func (m *Manager) watchSignals() {
 				// Even when Trigger or a component started shutdown
 				// already, this signal counts as the first one.
 				first = false
-				m.begin(&SignalError{Signal: sig}, nil)
+				m.begin(&SignalError{Signal: sig}, nil, nil)
 				continue
 			}
 			m.laterSignal(sig)
@@ -222,17 +224,20 @@ func (m *Manager) Trigger() { m.TriggerCause(nil) }
 // the cause does not change; err is logged and joined into the result,
 // unless the result is built already: then it is only logged.
 func (m *Manager) TriggerCause(err error) {
-	var cause error = errTriggered
+	var cause, joined error = errTriggered, err
 	if err != nil {
 		cause = err
+		if se := (*SignalError)(nil); errors.As(err, &se) {
+			joined = nil // a signal is how a clean shutdown starts
+		}
 	}
-	if m.begin(cause, nil) {
+	if m.begin(cause, joined, nil) {
 		return
 	}
 	m.mu.Lock()
 	st, sealed := m.state, m.sealed
-	if err != nil && !sealed && st != stopped {
-		m.triggered = append(m.triggered, err)
+	if joined != nil && !sealed && st != stopped {
+		m.triggered = append(m.triggered, joined)
 	}
 	m.mu.Unlock()
 	switch {
@@ -248,19 +253,18 @@ func (m *Manager) TriggerCause(err error) {
 	}
 }
 
-// begin starts shutdown once; it reports whether this call started it. by
-// is the component whose return starts it, or nil.
-func (m *Manager) begin(cause error, by *component) bool {
+// begin starts shutdown once; it reports whether this call started it.
+// joined is the error to join into the result, if any; by is the
+// component whose return starts it, or nil. It calls cause.Error, user code
+// for a TriggerCause error, on the caller's goroutine, with no lock held.
+func (m *Manager) begin(cause, joined error, by *component) bool {
+	text := cause.Error()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.beginLocked(cause, by)
-}
-
-func (m *Manager) beginLocked(cause error, by *component) bool {
 	if m.state != idle {
 		return false
 	}
-	m.state, m.cause, m.start = draining, cause, time.Now()
+	m.state, m.cause, m.causeText, m.start = draining, cause, text, time.Now()
 	if by != nil {
 		m.skipDrain = true // unless another component still serves
 		for _, c := range m.comps {
@@ -268,8 +272,8 @@ func (m *Manager) beginLocked(cause error, by *component) bool {
 				m.skipDrain = false
 			}
 		}
-	} else if cause != errTriggered {
-		m.triggered = append(m.triggered, cause) // finish drops a *SignalError
+	} else if joined != nil {
+		m.triggered = append(m.triggered, joined)
 	}
 	close(m.stopping)
 	go m.sequence()
@@ -433,24 +437,17 @@ func (m *Manager) sequence() {
 	r.runHooks()
 	r.waitComponents()
 	r.stop()
-	m.finish(r, cause, drained)
+	m.finish(r, drained)
 }
 
 // finish builds the result and the report, hands the last record to the
 // log queue and closes done.
-func (m *Manager) finish(r *runner, cause error, drained time.Duration) {
+func (m *Manager) finish(r *runner, drained time.Duration) {
 	m.mu.Lock()
 	m.sealed = true
-	triggered, comps, hookErrs, rows := m.triggered, m.comps, m.hookErrs, m.rows
+	triggered, comps, hookErrs, rows, text := m.triggered, m.comps, m.hookErrs, m.rows, m.causeText
 	m.mu.Unlock()
-	// Match errors with the lock released: errors.Is calls the user's Is
-	// methods, which must not hold the lock that a forced exit takes.
-	var errs []error
-	for _, err := range triggered {
-		if se := (*SignalError)(nil); !errors.As(err, &se) {
-			errs = append(errs, err)
-		}
-	}
+	errs := slices.Clone(triggered)
 	for _, c := range comps {
 		if c.herr != nil {
 			errs = append(errs, c.herr)
@@ -460,7 +457,7 @@ func (m *Manager) finish(r *runner, cause error, drained time.Duration) {
 	errs = append(errs, hookErrs...)
 	m.err = errors.Join(errs...)
 	elapsed := time.Since(r.start)
-	m.report = newReport(cause.Error(), m.cfg.timeout, drained, elapsed, rows)
+	m.report = newReport(text, m.cfg.timeout, drained, elapsed, rows)
 
 	flushed := make(chan struct{})
 	if m.err != nil {

@@ -109,11 +109,15 @@ func TestDirect(t *testing.T) {
 }
 
 // TestDirectNoDrain is scenario 3: the same traffic with -drain-delay 0.
-// Its failures are reported, not asserted: they are why the drain exists.
+// It exists to show why the drain delay exists: the listener closes while
+// clients still send to the old address, so requests fail.
 func TestDirectNoDrain(t *testing.T) {
 	s, exit := direct(t, 0)
 	t.Logf("direct, NO drain, lag %v: %d requests at %d/s, %d failed (%v); exit %v after the last slow response",
 		lag, s.sent, rate, s.failed, s.errs, exit.Round(time.Millisecond))
+	if s.failed == 0 {
+		t.Errorf("no request failed without a drain delay: the scenario shows nothing")
+	}
 }
 
 // rollout is scenario 2: traffic through a kube-proxy-like forwarder that
