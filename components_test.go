@@ -69,6 +69,9 @@ func TestComponentFailingStopsTheOthers(t *testing.T) {
 				if got, want := context.Cause(m.Context()).Error(), `shutdown: component "grpc" returned: `+errBind.Error(); got != want {
 					t.Errorf("cause = %q, want %q", got, want)
 				}
+				if !errors.Is(context.Cause(m.Context()), errBind) {
+					t.Errorf("cause does not wrap the component's error")
+				}
 				// With another component still serving, the drain runs.
 				if d := time.Since(start); d != drain {
 					t.Errorf("Wait returned after %v, want the drain delay, %v", d, drain)
