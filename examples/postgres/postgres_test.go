@@ -293,6 +293,7 @@ func runOrders(t *testing.T, sig syscall.Signal, name string) *run {
 	}
 	select {
 	case <-sent:
+	case <-stdoutDone: // the process exited on its own
 	case <-ctx.Done():
 	}
 	<-stdoutDone
@@ -302,6 +303,9 @@ func runOrders(t *testing.T, sig syscall.Signal, name string) *run {
 	client.CloseIdleConnections()
 	if ctx.Err() != nil {
 		t.Fatalf("no exit within %v (%d answered); stderr:\n%s", hangGuard, len(r.answered), stderr.String())
+	}
+	if !signaled.Load() {
+		t.Fatalf("service exited (%v) before %v was sent, after %d orders answered; stderr:\n%s", r.exit, sig, len(r.answered), stderr.String())
 	}
 	if stderr.Len() > 0 {
 		t.Logf("service stderr:\n%s", stderr.String())

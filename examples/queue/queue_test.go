@@ -284,6 +284,7 @@ func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
 // halfway, acking what it holds; the second processes the rest. Every id
 // is in the ids file exactly once and nothing was redelivered.
 func TestSIGTERMProcessesEveryMessageOnce(t *testing.T) {
+	t.Parallel() // each test has a server of its own; the other mostly waits
 	q := runQueue(t, syscall.SIGTERM)
 	if q.first.exit != nil {
 		t.Errorf("first worker: exit after SIGTERM: %v, want code 0; stderr:\n%s", q.first.exit, q.first.stderr)
@@ -305,6 +306,7 @@ func TestSIGTERMProcessesEveryMessageOnce(t *testing.T) {
 // acked), but the second worker gets those messages again after the ack
 // wait, and one processed and not yet acked is processed twice.
 func TestSIGKILLRedeliversWhatWasHeld(t *testing.T) {
+	t.Parallel()
 	q := runQueue(t, syscall.SIGKILL)
 	var ee *exec.ExitError
 	if !errors.As(q.first.exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
