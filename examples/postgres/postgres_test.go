@@ -429,7 +429,7 @@ func TestSIGTERMCommitsEveryAnsweredOrder(t *testing.T) {
 		t.Errorf("responses other than 201: %v (status: count), want none", r.statuses)
 	}
 	if r.afterSig == 0 {
-		t.Errorf("no order answered after the SIGTERM (%d in flight then): the signal did not land mid-stream", r.inFlight)
+		t.Errorf("no order answered after the SIGTERM, with %d in flight then: the orders in flight were cut, or the signal did not land mid-stream", r.inFlight)
 	}
 	if b := r.broken(); len(b) > 0 {
 		t.Errorf("PostgreSQL logged broken connections of the service:\n%s", strings.Join(b, "\n"))
