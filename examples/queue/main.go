@@ -25,6 +25,7 @@ func main() {
 	url := flag.String("nats", nats.DefaultURL, "NATS server URL")
 	out := flag.String("out", "processed.txt", "file the processed ids are appended to")
 	ackWait := flag.Duration("ack-wait", 30*time.Second, "redelivery delay of a message not acked")
+	job := flag.Duration("work", 0, "time each job takes, to stand for real work")
 	flag.Parse()
 	m := shutdown.New()
 
@@ -68,7 +69,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	m.Go("worker", func(ctx context.Context) error { return work(ctx, cons, f) })
+	m.Go("worker", func(ctx context.Context) error { return work(ctx, cons, f, *job) })
 	fmt.Println("ready")
 	if err := m.Wait(); err != nil {
 		log.Fatal(err)
@@ -77,7 +78,7 @@ func main() {
 
 // work processes messages until ctx is cancelled, then finishes the ones
 // already pulled and returns nil.
-func work(ctx context.Context, cons jetstream.Consumer, f *os.File) error {
+func work(ctx context.Context, cons jetstream.Consumer, f *os.File, job time.Duration) error {
 	// A small buffer: what is pulled is what must be finished at the signal.
 	it, err := cons.Messages(jetstream.PullMaxMessages(10))
 	if err != nil {
@@ -92,6 +93,7 @@ func work(ctx context.Context, cons jetstream.Consumer, f *os.File) error {
 		if err != nil {
 			return err
 		}
+		time.Sleep(job) // the job: not cut short by ctx, it is finished
 		if _, err := fmt.Fprintf(f, "%s\n", msg.Data()); err != nil {
 			return err
 		}

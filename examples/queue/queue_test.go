@@ -26,8 +26,6 @@ import (
 // not a timing check: a healthy run ends in seconds.
 const hangGuard = 60 * time.Second
 
-const messages = 10000
-
 var built struct {
 	once sync.Once
 	dir  string
@@ -128,9 +126,9 @@ type workerRun struct {
 // startWorker runs the program and calls onLine with the number of
 // messages processed so far after each one. It returns when the process
 // has exited.
-func startWorker(t *testing.T, ctx context.Context, url, out string, onStart func(*os.Process), onLine func(*os.Process, int)) *workerRun {
+func startWorker(t *testing.T, ctx context.Context, url, out, job string, onStart func(*os.Process), onLine func(*os.Process, int)) *workerRun {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, worker(t), "-nats", url, "-out", out, "-ack-wait", "5s")
+	cmd := exec.CommandContext(ctx, worker(t), "-nats", url, "-out", out, "-ack-wait", "5s", "-work", job)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -175,6 +173,7 @@ func startWorker(t *testing.T, ctx context.Context, url, out string, onStart fun
 // queueRun is the whole scenario: the first worker stopped by sig halfway,
 // the second finishing the stream.
 type queueRun struct {
+	messages      int
 	first, second *workerRun
 	counts        map[string]int // id -> lines in the ids file
 }
@@ -188,7 +187,7 @@ func (q *queueRun) lines() int {
 }
 
 func (q *queueRun) tally() (duplicated, lost int) {
-	for i := 1; i <= messages; i++ {
+	for i := 1; i <= q.messages; i++ {
 		switch n := q.counts[strconv.Itoa(i)]; {
 		case n == 0:
 			lost++
@@ -199,10 +198,11 @@ func (q *queueRun) tally() (duplicated, lost int) {
 	return duplicated, lost
 }
 
-// runQueue publishes the ids 1..10000 to the stream, starts a worker,
-// sends it sig once it has processed 5000, then starts a second worker and
-// stops it with SIGTERM once the consumer has nothing pending or unacked.
-func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
+// runQueue publishes the ids 1..messages to the stream, starts a worker
+// whose jobs take job each, sends it sig once it has processed at, then
+// starts a second worker and stops it with SIGTERM once the consumer has
+// nothing pending or unacked.
+func runQueue(t *testing.T, sig syscall.Signal, messages, at int, job time.Duration) *queueRun {
 	url := natsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
@@ -230,9 +230,9 @@ func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
 	}
 
 	out := filepath.Join(t.TempDir(), "processed ids.txt")
-	q := &queueRun{}
-	q.first = startWorker(t, ctx, url, out, nil, func(p *os.Process, n int) {
-		if n == messages/2 {
+	q := &queueRun{messages: messages}
+	q.first = startWorker(t, ctx, url, out, job.String(), nil, func(p *os.Process, n int) {
+		if n == at {
 			if err := p.Signal(sig); err != nil {
 				t.Error(err)
 			}
@@ -241,7 +241,7 @@ func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
 	// The second worker runs until the consumer has nothing left: no
 	// message pending, none delivered and unacked (after SIGKILL, those
 	// come back once their ack wait has passed).
-	q.second = startWorker(t, ctx, url, out, func(p *os.Process) {
+	q.second = startWorker(t, ctx, url, out, "0s", func(p *os.Process) {
 		go func() {
 			for {
 				select {
@@ -273,9 +273,9 @@ func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
 	for line := range strings.Lines(string(b)) {
 		q.counts[strings.TrimSuffix(line, "\n")]++
 	}
-	if len(q.first.processed) < messages/2 || len(q.first.processed) == messages {
+	if len(q.first.processed) < at || len(q.first.processed) == messages {
 		t.Errorf("first worker processed %d of %d messages, want at least %d and not all: the signal landed mid-stream",
-			len(q.first.processed), messages, messages/2)
+			len(q.first.processed), messages, at)
 	}
 	return q
 }
@@ -285,20 +285,42 @@ func runQueue(t *testing.T, sig syscall.Signal) *queueRun {
 // is in the ids file exactly once and nothing was redelivered.
 func TestSIGTERMProcessesEveryMessageOnce(t *testing.T) {
 	t.Parallel() // each test has a server of its own; the other mostly waits
-	q := runQueue(t, syscall.SIGTERM)
+	q := runQueue(t, syscall.SIGTERM, 10000, 5000, 0)
+	q.exactlyOnce(t)
+	dup, lost := q.tally()
+	t.Logf("SIGTERM at 5000 processed: first worker %d, second %d, %d redelivered; ids file: %d lines, %d duplicated, %d lost",
+		len(q.first.processed), len(q.second.processed), q.first.redelivered+q.second.redelivered, q.lines(), dup, lost)
+}
+
+// exactlyOnce checks that the first worker exited 0 and that every id is
+// in the ids file once, none redelivered.
+func (q *queueRun) exactlyOnce(t *testing.T) {
+	t.Helper()
 	if q.first.exit != nil {
 		t.Errorf("first worker: exit after SIGTERM: %v, want code 0; stderr:\n%s", q.first.exit, q.first.stderr)
 	}
 	dup, lost := q.tally()
-	if dup != 0 || lost != 0 || len(q.counts) != messages {
-		t.Errorf("ids file: %d distinct ids, %d duplicated, %d lost; want %d, 0, 0", len(q.counts), dup, lost, messages)
+	if dup != 0 || lost != 0 || len(q.counts) != q.messages {
+		t.Errorf("ids file: %d distinct ids, %d duplicated, %d lost; want %d, 0, 0", len(q.counts), dup, lost, q.messages)
 	}
 	if got := q.first.redelivered + q.second.redelivered; got != 0 {
 		t.Errorf("%d messages redelivered, want 0: the first worker left messages unacked", got)
 	}
-	t.Logf("SIGTERM at %d processed: first worker %d, second %d, %d redelivered; ids file: %d lines, %d duplicated, %d lost",
-		messages/2, len(q.first.processed), len(q.second.processed), q.first.redelivered+q.second.redelivered,
-		q.lines(), dup, lost)
+}
+
+// TestSIGTERMFinishesSlowJobsBeforeTheDrain: jobs of 100 ms, SIGTERM after
+// the first. The worker finishes the ones it holds, for up to a second,
+// and only then is the connection drained (AfterRun): their acks still
+// reach the server.
+func TestSIGTERMFinishesSlowJobsBeforeTheDrain(t *testing.T) {
+	t.Parallel()
+	q := runQueue(t, syscall.SIGTERM, 30, 1, 100*time.Millisecond)
+	q.exactlyOnce(t)
+	if len(q.first.processed) < 2 {
+		t.Errorf("first worker processed %d jobs, want more than the 1 before the signal: it held some", len(q.first.processed))
+	}
+	t.Logf("SIGTERM after 1 of 30 jobs of 100ms: first worker finished %d, second %d; first worker's log:\n%s",
+		len(q.first.processed), len(q.second.processed), q.first.stderr)
 }
 
 // TestSIGKILLRedeliversWhatWasHeld is the control: the first worker is
@@ -307,7 +329,7 @@ func TestSIGTERMProcessesEveryMessageOnce(t *testing.T) {
 // wait, and one processed and not yet acked is processed twice.
 func TestSIGKILLRedeliversWhatWasHeld(t *testing.T) {
 	t.Parallel()
-	q := runQueue(t, syscall.SIGKILL)
+	q := runQueue(t, syscall.SIGKILL, 10000, 5000, 0)
 	var ee *exec.ExitError
 	if !errors.As(q.first.exit, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Errorf("first worker: exit = %v, want killed by SIGKILL", q.first.exit)
@@ -319,7 +341,7 @@ func TestSIGKILLRedeliversWhatWasHeld(t *testing.T) {
 	if q.second.redelivered == 0 {
 		t.Errorf("second worker got no redelivered message after SIGKILL; want > 0: the killed worker held pulled, unacked messages")
 	}
-	t.Logf("SIGKILL at %d processed: first worker %d, second %d (%d of them redelivered); ids file: %d lines, %d duplicated, %d lost",
-		messages/2, len(q.first.processed), len(q.second.processed), q.second.redelivered,
+	t.Logf("SIGKILL at 5000 processed: first worker %d, second %d (%d of them redelivered); ids file: %d lines, %d duplicated, %d lost",
+		len(q.first.processed), len(q.second.processed), q.second.redelivered,
 		q.lines(), dup, lost)
 }
