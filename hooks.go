@@ -159,7 +159,7 @@ var (
 type outcome int
 
 const (
-	ok outcome = iota
+	succeeded outcome = iota
 	failed
 	timedOut
 	panicked
