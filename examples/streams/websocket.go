@@ -102,7 +102,7 @@ func (s *wsServer) wait(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return fmt.Errorf("websocket: %d connections did not finish the close handshake: %w", len(s.conns), ctx.Err())
+	return fmt.Errorf("websocket: %d connection(s) did not finish the close handshake: %w", len(s.conns), ctx.Err())
 }
 
 func (s *wsServer) logTotals() {
