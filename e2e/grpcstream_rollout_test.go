@@ -26,15 +26,13 @@ const (
 // it again with the resume token from the trailer, after a short backoff.
 // It checks that the numbers arrive without a gap or a repeat.
 type grpcClient struct {
-	last     uint64          // the last number received: the client's resume token
-	bad      []string        // numbers out of order, tokens that disagree
-	streams  []int           // the pod of each stream that carried a message
-	restarts int             // streams ended with UNAVAILABLE
-	refused  int             // of those, streams that carried no message (the old pod, after its drain)
-	waits    durations       // UNAVAILABLE from a serving stream to the next message
-	onNewPod chan<- struct{} // told once, at the first message from newPid
-	newPid   int
-	toldNew  bool
+	last     uint64     // the last number received: the client's resume token
+	bad      []string   // numbers out of order, tokens that disagree
+	streams  []int      // the pod of each stream that carried a message
+	restarts int        // streams ended with UNAVAILABLE
+	refused  int        // of those, streams that carried no message (the old pod, after its drain)
+	waits    durations  // UNAVAILABLE from a serving stream to the next message
+	up       chan<- int // the pod of each stream, at its first message
 }
 
 func (c *grpcClient) run(ctx context.Context, conn *grpc.ClientConn) error {
@@ -64,9 +62,9 @@ func (c *grpcClient) run(ctx context.Context, conn *grpc.ClientConn) error {
 					c.waits = append(c.waits, time.Since(endedAt))
 					endedAt = time.Time{}
 				}
-				if pid == c.newPid && !c.toldNew {
-					c.toldNew = true
-					c.onNewPod <- struct{}{}
+				select {
+				case c.up <- pid:
+				case <-ctx.Done():
 				}
 			}
 			got++
@@ -109,7 +107,7 @@ func TestRolloutGRPCStream(t *testing.T) {
 	f := newForwarder(t, oldAddr)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	onNew := make(chan struct{}, grpcClients)
+	up := make(chan int, 4*grpcClients)
 	errs := make(chan error, grpcClients)
 	clients := make([]*grpcClient, grpcClients)
 	for i := range clients {
@@ -118,23 +116,32 @@ func TestRolloutGRPCStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		clients[i] = &grpcClient{onNewPod: onNew, newPid: next.cmd.Process.Pid}
+		clients[i] = &grpcClient{up: up}
 		go func() { errs <- clients[i].run(ctx, conn) }()
 	}
+	// upOn waits for a stream of each client to carry a message from pid.
+	upOn := func(pid int, what string) {
+		t.Helper()
+		guard := time.After(30 * time.Second)
+		for range clients {
+			select {
+			case p := <-up:
+				if p != pid {
+					t.Fatalf("%s: a stream on pid %d, want %d", what, p, pid)
+				}
+			case err := <-errs:
+				t.Fatalf("%s: a client ended: %v", what, err)
+			case <-guard:
+				t.Fatalf("%s: not every client got a message in 30s", what)
+			}
+		}
+	}
+	upOn(old.cmd.Process.Pid, "before the rollout")
 	time.Sleep(warmup) // the streams flow for a while before the signal
 	sig := old.sigterm()
 	time.Sleep(time.Until(sig.Add(lag)))
 	f.switchTo(nextAddr)
-	guard := time.After(30 * time.Second)
-	for range clients {
-		select {
-		case <-onNew:
-		case err := <-errs:
-			t.Fatalf("a client ended: %v", err)
-		case <-guard:
-			t.Fatal("not every client got a message from the new pod in 30s")
-		}
-	}
+	upOn(next.cmd.Process.Pid, "after the old pod's drain")
 	time.Sleep(wsAfter) // and for a while on the new pod
 	cancel()
 	for range clients {

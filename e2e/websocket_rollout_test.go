@@ -215,7 +215,7 @@ func TestRolloutWebSocket(t *testing.T) {
 	next, _ := startStreams(t, "new pod", 0)
 	f := newForwarder(t, old.addr)
 	stop := make(chan struct{})
-	up := make(chan int, 4*wsClients)
+	up := make(chan int, 11*wsClients) // at most 11 connections each: never blocks
 	errs := make(chan error, wsClients)
 	clients := make([]*wsClient, wsClients)
 	for i := range clients {
