@@ -32,16 +32,15 @@ type wsClient struct {
 	t    *testing.T
 	addr string
 
-	mu       sync.Mutex
-	next     int          // the next message number
-	unacked  map[int]bool // sent, not acknowledged
-	acked    map[int]bool
-	dups     int
-	resent   int
-	pids     []int           // the pod of each connection
-	closes   []string        // how each connection ended
-	gaps     []time.Duration // close frame received to next connection up
-	allAcked chan struct{}   // closed when unacked empties after stop
+	mu      sync.Mutex
+	next    int          // the next message number
+	unacked map[int]bool // sent, not acknowledged
+	acked   map[int]bool
+	dups    int
+	resent  int
+	pids    []int           // the pod of each connection
+	closes  []string        // how each connection ended
+	gaps    []time.Duration // close frame received to next connection up
 }
 
 // ack records an acknowledgement.
