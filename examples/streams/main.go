@@ -49,10 +49,12 @@ func main() {
 		slog.Error("listen", "error", err)
 		os.Exit(1)
 	}
-	// Hooks run last added first: http, grpc, then websockets.
+	// Hooks run last added first: the two servers drain together (one
+	// waiting for a slow client must not leave the other no time), then
+	// websockets waits for the close handshakes.
 	m.Add("websockets", ws.wait)
-	m.Add("grpc", shutdown.GRPCServer(gs))
-	m.Add("http", shutdown.HTTPServer(srv))
+	m.Add("http", shutdown.HTTPServer(srv), shutdown.Concurrent("servers"))
+	m.Add("grpc", shutdown.GRPCServer(gs), shutdown.Concurrent("servers"))
 	go func() {
 		if err := gs.Serve(gln); err != nil {
 			m.TriggerCause(err)
