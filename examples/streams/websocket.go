@@ -42,7 +42,9 @@ func (s *wsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	stop := context.AfterFunc(s.stop, func() {
 		closed <- c.Close(websocket.StatusGoingAway, "going away")
 	})
-	ctx := context.Background() // not r.Context(): cancelling it would cut the connection
+	// Not s.stop: coder/websocket cuts the connection, with no close
+	// handshake, when the context of a Read or Write ends.
+	ctx := r.Context()
 	err = c.Write(ctx, websocket.MessageText, []byte("hello "+strconv.Itoa(os.Getpid())))
 	for err == nil {
 		var p []byte
