@@ -20,9 +20,10 @@ import (
 	"time"
 )
 
-// bin is examples/httpserver, built once by TestMain without -race: the
-// load tests measure the program as it would be deployed.
-var bin string
+// bin is examples/httpserver and streamsBin examples/streams, built once
+// by TestMain without -race: the tests measure the programs as they would
+// be deployed.
+var bin, streamsBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "shutdown-e2e-")
@@ -37,6 +38,15 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building examples/httpserver:", err)
+		os.Exit(1)
+	}
+	// examples/streams is a module of its own (WebSocket and gRPC).
+	streamsBin = filepath.Join(dir, "streams")
+	build = exec.Command("go", "build", "-o", streamsBin, ".")
+	build.Dir = filepath.Join("..", "examples", "streams")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building examples/streams:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -59,12 +69,21 @@ type instance struct {
 
 var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
-// start runs the program on a free loopback port and waits until it
+// start runs examples/httpserver on a free loopback port, with extra
+// flags, and waits until it listens. It is killed at the end of the test
+// if it is still running.
+func start(t *testing.T, name string, drain, timeout time.Duration, extra ...string) *instance {
+	t.Helper()
+	args := append([]string{"-addr", "127.0.0.1:0", "-drain-delay", drain.String(), "-timeout", timeout.String()}, extra...)
+	return startProgram(t, name, bin, args...)
+}
+
+// startProgram runs path with args and waits until it logs that it
 // listens. It is killed at the end of the test if it is still running.
-func start(t *testing.T, name string, drain, timeout time.Duration) *instance {
+func startProgram(t *testing.T, name, path string, args ...string) *instance {
 	t.Helper()
 	in := &instance{t: t, name: name, exited: make(chan struct{})}
-	in.cmd = exec.Command(bin, "-addr", "127.0.0.1:0", "-drain-delay", drain.String(), "-timeout", timeout.String())
+	in.cmd = exec.Command(path, args...)
 	stderr, err := in.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

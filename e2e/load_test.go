@@ -39,7 +39,11 @@ type loadSummary struct {
 }
 
 func attack(url string) *load {
-	tr := &http.Transport{MaxIdleConnsPerHost: 100}
+	return attackWith(url, &http.Transport{MaxIdleConnsPerHost: 100})
+}
+
+// attackWith is attack through tr.
+func attackWith(url string, tr *http.Transport) *load {
 	l := &load{
 		atk:     vegeta.NewAttacker(vegeta.Client(&http.Client{Transport: tr, Timeout: 10 * time.Second})),
 		tr:      tr,
@@ -123,10 +127,11 @@ func TestDirectNoDrain(t *testing.T) {
 // rollout is scenario 2: traffic through a kube-proxy-like forwarder that
 // sends new connections to the old instance until lag after its SIGTERM,
 // then to the new one. generate runs the traffic and returns after
-// runFor; it is told the forwarder's address.
-func rollout(t *testing.T, runFor time.Duration, generate func(addr string, runFor time.Duration)) {
-	old := start(t, "old pod", drain, budget)
-	next := start(t, "new pod", 0, budget)
+// runFor; it is told the forwarder's address. extra are more flags for
+// both instances.
+func rollout(t *testing.T, runFor time.Duration, generate func(addr string, runFor time.Duration), extra ...string) {
+	old := start(t, "old pod", drain, budget, extra...)
+	next := start(t, "new pod", 0, budget, extra...)
 	f := newForwarder(t, old.addr)
 	done := make(chan time.Time, 1)
 	go func() {

@@ -1,7 +1,10 @@
 // Command httpserver is an HTTP service that drains the way Kubernetes
 // needs: readiness fails at SIGTERM, it keeps serving for -drain-delay,
 // moves keep-alive clients off with Connection: close, finishes requests in
-// flight and exits 0. The e2e tests and examples/kubernetes drive it.
+// flight and exits 0. GET /events is a server-sent event stream that ends
+// when the drain is over, so EventSource clients resume on another
+// instance; -h2c also serves HTTP/2 without TLS. The e2e tests and
+// examples/kubernetes drive it.
 package main
 
 import (
@@ -12,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/gracefulgo/shutdown"
@@ -21,6 +25,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
 	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM, with readiness failing")
 	timeout := flag.Duration("timeout", 25*time.Second, "total shutdown budget, drain delay included")
+	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	m := shutdown.New(shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain))
@@ -44,8 +49,14 @@ func main() {
 		case <-r.Context().Done():
 		}
 	})
+	mux.HandleFunc("GET /events", events(m.Context()))
 	// No BaseContext from m.Context(): it ends before the server drains.
 	srv := &http.Server{Handler: m.Handler(mux), ReadHeaderTimeout: 10 * time.Second}
+	if *h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		slog.Error("listen", "error", err)
@@ -58,4 +69,34 @@ func main() {
 		os.Exit(1)
 	}
 	slog.Info("exiting")
+}
+
+// events streams server-sent events, one every 20 ms, whose ids count on
+// from the request's Last-Event-ID (or from 1) and whose data is the id.
+// The stream ends when stop is done: m.Context(), cancelled after the drain
+// delay, once the load balancer sends new connections elsewhere, so the
+// client's reconnect (with Last-Event-ID) resumes on another instance. A
+// request that arrives after that gets an empty stream, with Connection:
+// close from Handler, and so reconnects on a new connection.
+func events(stop context.Context) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, "retry: 100\n\n") // reconnect after 100 ms, not the default 3 s
+		rc := http.NewResponseController(w)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for rc.Flush() == nil {
+			select {
+			case <-stop.Done():
+				return
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+			id++
+			fmt.Fprintf(w, "id: %d\ndata: %d\n\n", id, id)
+		}
+	}
 }

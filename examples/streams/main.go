@@ -1,0 +1,71 @@
+// Command streams serves two kinds of long-lived connection and ends them
+// the way a rolling update needs: a WebSocket echo-with-acknowledgement
+// service on -addr (GET /ws) and a gRPC server stream on -grpc-addr
+// (streams.Counter/Count). After SIGTERM both keep serving through the
+// drain delay; when m.Context() is cancelled, once the load balancer sends
+// new connections elsewhere, every WebSocket gets close 1001 "going away"
+// and a completed close handshake, and every gRPC stream returns
+// UNAVAILABLE with a resume token, so clients reconnect to another
+// instance and carry on where they were. The e2e tests drive it; see
+// docs/streams.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/gracefulgo/shutdown"
+	"google.golang.org/grpc"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "HTTP (WebSocket) listen address")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:9090", "gRPC listen address")
+	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM")
+	timeout := flag.Duration("timeout", 25*time.Second, "total shutdown budget, drain delay included")
+	flag.Parse()
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	m := shutdown.New(shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain))
+
+	ws := &wsServer{stop: m.Context()}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", ws)
+	srv := &http.Server{Handler: m.Handler(mux), ReadHeaderTimeout: 10 * time.Second}
+	gs := grpc.NewServer()
+	gs.RegisterService(&counterDesc, &counter{stop: m.Context()})
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		slog.Error("listen", "error", err)
+		os.Exit(1)
+	}
+	gln, err := net.Listen("tcp", *grpcAddr)
+	if err != nil {
+		slog.Error("listen", "error", err)
+		os.Exit(1)
+	}
+	// Hooks run last added first: the two servers drain together (one
+	// waiting for a slow client must not leave the other no time), then
+	// websockets waits for the close handshakes.
+	m.Add("websockets", ws.wait)
+	m.Add("http", shutdown.HTTPServer(srv), shutdown.Concurrent("servers"))
+	m.Add("grpc", shutdown.GRPCServer(gs), shutdown.Concurrent("servers"))
+	go func() {
+		if err := gs.Serve(gln); err != nil {
+			m.TriggerCause(err)
+		}
+	}()
+	slog.Info("listening", "addr", ln.Addr().String(), "grpc", gln.Addr().String())
+	err = m.Run(func(context.Context) error { return srv.Serve(ln) })
+	ws.logTotals()
+	if err != nil {
+		slog.Error("shutdown", "error", err)
+		os.Exit(1)
+	}
+	slog.Info("exiting")
+}
