@@ -64,7 +64,8 @@ func main() {
 	}
 	m.Add("http", shutdown.HTTPServer(srv))
 	slog.Info("listening", "addr", ln.Addr().String(), "drain_delay", *drain, "timeout", *timeout)
-	if err := m.Run(func(context.Context) error { return srv.Serve(ln) }); err != nil {
+	m.Go("http", func(context.Context) error { return srv.Serve(ln) })
+	if err := m.Wait(); err != nil {
 		slog.Error("shutdown", "error", err)
 		os.Exit(1)
 	}

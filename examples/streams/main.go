@@ -55,13 +55,10 @@ func main() {
 	m.Add("websockets", ws.wait)
 	m.Add("http", shutdown.HTTPServer(srv), shutdown.Concurrent("servers"))
 	m.Add("grpc", shutdown.GRPCServer(gs), shutdown.Concurrent("servers"))
-	go func() {
-		if err := gs.Serve(gln); err != nil {
-			m.TriggerCause(err)
-		}
-	}()
+	m.Go("grpc", func(context.Context) error { return gs.Serve(gln) })
+	m.Go("http", func(context.Context) error { return srv.Serve(ln) })
 	slog.Info("listening", "addr", ln.Addr().String(), "grpc", gln.Addr().String())
-	err = m.Run(func(context.Context) error { return srv.Serve(ln) })
+	err = m.Wait()
 	ws.logTotals()
 	if err != nil {
 		slog.Error("shutdown", "error", err)
