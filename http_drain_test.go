@@ -410,7 +410,12 @@ func TestHTTPServerCalledWhileServing(t *testing.T) {
 
 // TestHTTPServerHTTP2WaitsForGOAWAYClose checks that over HTTP/2, h2c and
 // TLS, a stream in flight completes and the hook returns only after the
-// server has closed the connection after GOAWAY, rather than cutting it.
+// connection has closed after GOAWAY, rather than cutting it.
+//
+// Not tested with a slow reader: Go's HTTP/2 server itself closes the
+// connection about 1s after GOAWAY once its handlers have returned, sent
+// or not (a 64 KiB response to a client reading 50 KB/s lost its last
+// 16 KiB over TLS); nothing outside net/http can hold it open.
 func TestHTTPServerHTTP2WaitsForGOAWAYClose(t *testing.T) {
 	body := pattern(32 << 10)
 	for _, tls := range []bool{false, true} {
@@ -590,6 +595,99 @@ func TestHTTPServerReturnsRightAfterLastWrite(t *testing.T) {
 		}
 		if n, err := silent.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 			t.Errorf("silent connection: Read() = %d, %v; want 0, EOF", n, err)
+		}
+	})
+}
+
+// TestHTTPServerHTTP2LeavesCloseToGOAWAY checks, on a fake clock, with an
+// h2c client that keeps its connection open after GOAWAY (Go's own client
+// closes it at once, so it cannot tell), that the hook does not cut the
+// connection once its last stream has ended: Go's server closes it about
+// 1s later, after the client has had time to read GOAWAY, and the hook
+// returns then.
+func TestHTTPServerHTTP2LeavesCloseToGOAWAY(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		body := pattern(32 << 10)
+		entered, release := make(chan struct{}), make(chan struct{})
+		srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-release
+			w.Write(body)
+		})), Protocols: new(http.Protocols)}
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		var hookReturned time.Time
+		hookStarted := make(chan struct{})
+		drain := HTTPServer(srv)
+		m.Add("http", timedHook(func(ctx context.Context) error {
+			close(hookStarted)
+			return drain(ctx)
+		}, &hookReturned))
+		c := servePipe(t, srv).dial(t)
+		defer c.Close()
+
+		type frame struct {
+			typ, flags byte
+			payload    []byte
+			at         time.Time
+		}
+		frames := make(chan frame, 64)
+		go func() {
+			defer close(frames)
+			for {
+				var h [9]byte
+				if _, err := io.ReadFull(c, h[:]); err != nil {
+					return
+				}
+				f := frame{typ: h[3], flags: h[4], at: time.Now()}
+				f.payload = make([]byte, int(h[0])<<16|int(h[1])<<8|int(h[2]))
+				if _, err := io.ReadFull(c, f.payload); err != nil {
+					return
+				}
+				if f.typ == 0x4 && f.flags&0x1 == 0 { // SETTINGS: acknowledge
+					c.Write([]byte{0, 0, 0, 0x4, 0x1, 0, 0, 0, 0})
+				}
+				frames <- f
+			}
+		}()
+		// Preface, empty SETTINGS, and HEADERS (END_STREAM, END_HEADERS)
+		// on stream 1 for GET http://test/ in HPACK's static table.
+		io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+		c.Write([]byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0})
+		headers := []byte{0x82, 0x86, 0x84, 0x41, 4, 't', 'e', 's', 't'}
+		c.Write(append([]byte{0, 0, byte(len(headers)), 0x1, 0x5, 0, 0, 0, 1}, headers...))
+
+		<-entered
+		m.Trigger()
+		<-hookStarted
+		close(release)
+		var got []byte
+		var goAway bool
+		var streamEnd time.Time
+		for f := range frames {
+			switch f.typ {
+			case 0x0: // DATA
+				got = append(got, f.payload...)
+				if f.flags&0x1 != 0 {
+					streamEnd = f.at
+				}
+			case 0x7: // GOAWAY
+				goAway = true
+			}
+		}
+		closed := time.Now() // frames ended: the server closed the connection
+		if err := m.Wait(); err != nil {
+			t.Errorf("Wait() = %v, want nil", err)
+		}
+		if !bytes.Equal(got, body) || streamEnd.IsZero() || !goAway {
+			t.Fatalf("client got %d of %d bytes, END_STREAM %v, GOAWAY %v; want all, true, true",
+				len(got), len(body), !streamEnd.IsZero(), goAway)
+		}
+		if d := closed.Sub(streamEnd); d < 500*time.Millisecond {
+			t.Errorf("connection closed %v after its last stream; want Go's GOAWAY delay (1s), not a cut", d)
+		}
+		if d := hookReturned.Sub(closed); d < 0 || d > 100*time.Millisecond {
+			t.Errorf("hook returned %v after the connection closed; want within 100ms after", d)
 		}
 	})
 }

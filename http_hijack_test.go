@@ -65,7 +65,9 @@ func TestHTTPServerWaitsForHijackedConnections(t *testing.T) {
 	m := newTest()
 	closing := make(chan struct{})
 	srv := &http.Server{Handler: m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
-		if _, ok := c.(interface{ NetConn() net.Conn }).NetConn().(*net.TCPConn); !ok {
+		if nc, ok := c.(interface{ NetConn() net.Conn }); !ok {
+			t.Errorf("hijacked connection %T has no NetConn method", c)
+		} else if _, ok := nc.NetConn().(*net.TCPConn); !ok {
 			t.Error("hijacked connection: NetConn() is not the server's *net.TCPConn")
 		}
 		io.WriteString(c, "hello\n")
@@ -133,7 +135,11 @@ func TestHTTPServerClosesHijackedConnectionsAtDeadline(t *testing.T) {
 	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
 		t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
 	}
-	<-ended
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("the hijacked connection was not closed")
+	}
 	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Errorf("hijacked connection after the deadline: Read() = %d, %v; want 0, EOF", n, err)
 	}
