@@ -3,6 +3,7 @@ package shutdown
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,8 @@ import (
 // reconnects, through the load balancer or kube-proxy, to another instance.
 // Over HTTP/2 the same header makes Go's server send GOAWAY and close the
 // connection once its streams are done; the header itself is not sent.
+// Handler counts nothing: [HTTPServer] follows the server's connections
+// itself, so Handler may wrap all routes, some, or none.
 //
 // A keep-alive connection that stays idle through the whole drain delay
 // carries no response to mark; [HTTPServer] closes it when the drain ends.
@@ -32,27 +35,24 @@ import (
 // [http.Server.SetKeepAlivesEnabled](false) instead: it closes idle
 // connections at once, in the middle of the drain, under every such client.
 //
-// Handler keeps no count of requests: [HTTPServer] follows the server's
-// connections itself, so it may wrap some routes, all of them, or none.
-//
-// Handler tracks the connections hijacked through it (WebSockets, say) on
-// a server that [HTTPServer] drains, found through [http.ServerContextKey],
-// so Handler may sit inside other middleware. It tracks connections, not
-// requests: a WebSocket handler often returns at once and leaves the
-// connection to goroutines of its own. The HTTPServer hook waits for them
-// to close and closes those still open at its context's deadline. End them
-// cleanly when [Manager.Context] is cancelled, after the drain delay, once
-// the load balancer no longer sends new connections here: send a WebSocket
-// close frame 1001 "going away", end a server-sent event stream (the
-// client reconnects with Last-Event-ID), return from a long poll. Select on
-// m.Context().Done() in the handler or in the connection's goroutines; the
-// request's own context is not cancelled until the server closes, so that
-// ordinary requests in flight finish. A hijacked connection that Handler
-// tracks is the server's wrapped so that its Close is seen; its NetConn
-// method returns the server's own (a *net.TCPConn, say). Connections
-// hijacked on routes that Handler does not wrap are not tracked (net/http
-// forgets a connection once it is hijacked), and without HTTPServer on
-// the server, Handler tracks and closes nothing.
+// Handler tracks the connections hijacked through it (WebSockets) on a
+// server that [HTTPServer] drains, which it finds through
+// [http.ServerContextKey], so it may sit inside other middleware. It tracks
+// connections, not requests: a WebSocket handler often returns at once and
+// leaves the connection to goroutines of its own. The hook waits for them
+// to close and closes those still open at its deadline. Streams should end
+// when [Manager.Context] is cancelled, after the drain delay, when the load
+// balancer no longer sends new connections here: a WebSocket gets a close
+// frame 1001 "going away", a server-sent event stream ends (the client
+// reconnects with Last-Event-ID), a long poll returns. Select on
+// m.Context().Done() in the handler or in the connection's goroutines: the
+// request's own context is cancelled only when the server closes, so that
+// the requests in flight finish. Such a hijacked connection is the
+// server's, wrapped so that its Close is seen; its NetConn method returns
+// the server's own (a *net.TCPConn, say). Connections hijacked on routes
+// that Handler does not wrap are not tracked (net/http forgets a connection
+// once it is hijacked), and on a server without HTTPServer, Handler tracks
+// and closes nothing.
 //
 // The ResponseWriter that h sees has an Unwrap method, so
 // [http.ResponseController] reaches the server's own; it implements
@@ -283,36 +283,39 @@ func (t *connTracker) changed() {
 var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 
 // HTTPServer adapts s to a Hook that drains it. Call it before s serves:
-// it chains a ConnState callback onto s, which calls the one s had, if any,
-// and is its one change to s; through it the hook knows the state of every
-// connection, whichever routes [Manager.Handler] wraps, or none.
+// it chains a ConnState callback onto s (which calls the one s had, if any),
+// its one change to s, and through it knows the state of every connection,
+// whichever routes [Manager.Handler] wraps, or none.
 //
 // The hook calls [http.Server.Shutdown], which closes the listeners and the
 // idle connections, and closes itself the connections that never sent a
 // request: Shutdown would wait up to five seconds for those, which Go's own
-// client and many proxies leave behind, and would drop a request read on
-// one of them anyway. It then waits for every connection to close: an
-// HTTP/1.x connection closes right after the server's last write of its
-// response has returned, so a slow reader gets every byte (the kernel
-// delivers them after the socket is closed); an HTTP/2 connection (TLS,
-// or h2c through [http.Server.Protocols]) closes about one second after
-// GOAWAY and its last stream, and is not cut. Once none is open, it calls
-// [http.Server.Close] rather than wait for Shutdown's next poll, up to half
-// a second later: the hook returns within a few milliseconds of the last
-// write. Connections hijacked through Handler are waited for too; see
-// [Manager.Handler].
+// client and many proxies leave behind, and drops a request read on one of
+// them anyway. It then waits for every connection to close. An HTTP/1.x
+// connection closes once the server's last write of its response has
+// returned, so a slow reader gets every byte (the kernel delivers what it
+// holds after the close); one whose request body the handler left unread
+// closes half a second later, as net/http waits before it closes such a
+// connection so that the client's unread data does not reset the response.
+// An HTTP/2 connection (TLS, or h2c through [http.Server.Protocols]) closes
+// after GOAWAY, about one second after its last stream, and is not cut;
+// Go's server also closes it then if a slow client has not read all of the
+// last response. Connections hijacked through Handler are waited for too.
+// Once none is open, the hook calls [http.Server.Close] rather than wait for
+// Shutdown's next poll, up to half a second later: it returns within
+// milliseconds of the last write.
 //
 // If the hook's context ends first, it calls Close, which cuts the
 // requests still running (their contexts are cancelled), closes the
-// hijacked connections still open, and the hook reports [ErrTimeout] with
-// the number of connections cut: "http server: closed 1 active connection
-// and 3 hijacked connections still open at the deadline".
+// hijacked connections still open, and reports [ErrTimeout] with what it
+// cut: "http server: closed 1 active connection and 3 hijacked connections
+// still open at the deadline".
 //
 // Called on a server that already serves, it cannot know the connections
-// accepted before the call (and setting ConnState then races with the
-// server): the hook is Shutdown, then Close at the deadline, as Shutdown
-// documents, so it returns up to half a second after the last response, or
-// about five seconds after it with silent connections open.
+// accepted before, and setting ConnState then races with the server: the
+// hook is Shutdown, and Close at the deadline, as Shutdown documents, so it
+// returns up to half a second after the last response, or about five
+// seconds after it with silent connections open.
 //
 // [http.Server.Serve] and ListenAndServe return as soon as Shutdown starts,
 // so Run's function returning [http.ErrServerClosed] does not mean that the
@@ -370,7 +373,7 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 		}
 		t.mu.Unlock()
 		for _, c := range silent {
-			c.Close()
+			closeNow(c)
 		}
 		if done {
 			break
@@ -378,12 +381,12 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 		select {
 		case <-wake:
 		case err := <-shut:
-			if ctx.Err() != nil {
-				return t.cut(ctx, s, cancel)
-			}
 			shutDone, shutErr, shut = true, err, nil
+			if ctx.Err() != nil {
+				return t.cut(ctx, s, cancel, shut)
+			}
 		case <-ctx.Done():
-			return t.cut(ctx, s, cancel)
+			return t.cut(ctx, s, cancel, shut)
 		}
 	}
 	// Close now rather than leave it to Shutdown, which polls up to every
@@ -392,7 +395,7 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	cancel()
 	if !shutDone {
 		if err := <-shut; err != nil && !errors.Is(err, context.Canceled) {
-			shutErr = err
+			shutErr = err // a listener's Close failed
 		}
 	}
 	switch {
@@ -404,10 +407,20 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	return nil
 }
 
+// closeNow closes c, and, if it is a *tls.Conn, its transport first: the
+// close_notify alert that tls.Conn.Close sends could block for five seconds
+// on a client that does not read.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+	}
+	c.Close()
+}
+
 // cut closes s and the hijacked connections at the hook's deadline, and
 // says what it cut. Its errors, like the other adapters', do not start with
 // "shutdown:": the [*HookError] that carries them does.
-func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc) error {
+func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
 	t.mu.Lock()
 	trusted := t.seen && !t.late
 	var active, idle int
@@ -425,12 +438,11 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	t.mu.Unlock()
 	cerr := s.Close()
 	cancel()
+	if shut != nil {
+		<-shut // at once: its context is cancelled
+	}
 	for _, c := range hijacked {
-		// The transport, not a *tls.Conn: its Close sends an alert, which
-		// can block five seconds on a client that does not read.
-		if nc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
-			nc.NetConn().Close()
-		}
+		closeNow(c.Conn)
 		c.Close()
 	}
 	err := ctx.Err()
