@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"weak"
@@ -422,19 +424,13 @@ func closeNow(c net.Conn) {
 // "shutdown:": the [*HookError] that carries them does.
 func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
 	t.mu.Lock()
-	trusted := t.seen && !t.late
-	var active, idle int
+	trusted, active := t.seen && !t.late, 0
 	for _, st := range t.conns {
 		if st == http.StateActive {
 			active++
-		} else {
-			idle++
 		}
 	}
-	hijacked := make([]*hijackedConn, 0, len(t.hijacked))
-	for c := range t.hijacked {
-		hijacked = append(hijacked, c)
-	}
+	hijacked := slices.Collect(maps.Keys(t.hijacked))
 	t.mu.Unlock()
 	cerr := s.Close()
 	cancel()
@@ -449,32 +445,32 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	if cerr != nil {
 		err = errors.Join(err, cerr)
 	}
-	var parts []string
-	add := func(n int, what string) {
-		if n == 1 {
-			parts = append(parts, "1 "+what+" connection")
-		} else if n > 1 {
-			parts = append(parts, fmt.Sprintf("%d %s connections", n, what))
-		}
+	var cut []string
+	if active > 0 && trusted {
+		cut = append(cut, connCount(active, "active"))
 	}
-	if trusted {
-		add(active, "active")
-		add(idle, "idle")
+	if len(hijacked) > 0 {
+		cut = append(cut, connCount(len(hijacked), "hijacked"))
 	}
-	add(len(hijacked), "hijacked")
-	list := strings.Join(parts, ", ")
-	if i := strings.LastIndex(list, ", "); i >= 0 {
-		list = list[:i] + " and " + list[i+2:]
-	}
+	what := strings.Join(cut, " and ")
 	switch {
-	case !trusted && list != "":
-		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server and %s: %w", list, err)
+	case !trusted && what != "":
+		// Called on a server that already served: it cannot count the rest.
+		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server and %s: %w", what, err)
 	case !trusted:
 		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server: %w", err)
-	case list == "":
+	case what == "":
 		return fmt.Errorf("http server: closed at the deadline: %w", err)
 	}
-	return fmt.Errorf("http server: closed %s still open at the deadline: %w", list, err)
+	return fmt.Errorf("http server: closed %s still open at the deadline: %w", what, err)
+}
+
+// connCount says "1 active connection" or "3 active connections".
+func connCount(n int, kind string) string {
+	if n == 1 {
+		return "1 " + kind + " connection"
+	}
+	return fmt.Sprintf("%d %s connections", n, kind)
 }
 
 // ReadinessHandler answers 200 until shutdown starts and 503 from then on,
