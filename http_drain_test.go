@@ -408,6 +408,34 @@ func TestHTTPServerCalledWhileServing(t *testing.T) {
 	}
 }
 
+// TestHTTPServerCalledWhileServingAtDeadline checks the fallback's
+// forceful end: it closes the server and says that it could not count what
+// it cut.
+func TestHTTPServerCalledWhileServingAtDeadline(t *testing.T) {
+	m := newTest()
+	entered := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done() // cancelled by Close, which happens after HTTPServer's call
+	})}
+	addr := serve(t, srv)
+	got := make(chan fetched, 1)
+	c := client(t)
+	go func() { got <- fetch(c, "http://"+addr) }()
+	<-entered
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	m.Trigger()
+	err := m.Wait()
+	var he *HookError
+	const want = "http server: Shutdown had not finished at the deadline; closed the server: context deadline exceeded"
+	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
+		t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+	}
+	if f := <-got; f.err == nil {
+		t.Error("client got a response from a request cut at the deadline")
+	}
+}
+
 // TestHTTPServerHTTP2WaitsForGOAWAYClose checks that over HTTP/2, h2c and
 // TLS, a stream in flight completes and the hook returns only after the
 // connection has closed after GOAWAY, rather than cutting it.
