@@ -284,10 +284,11 @@ func (t *connTracker) changed() {
 // server), so a server that is never drained is not kept alive here.
 var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 
-// HTTPServer adapts s to a Hook that drains it. Call it before s serves:
-// it chains a ConnState callback onto s (which calls the one s had, if any),
-// its one change to s, and through it knows the state of every connection,
-// whichever routes [Manager.Handler] wraps, or none.
+// HTTPServer adapts s to a Hook that drains it. Call it before s serves,
+// and after setting s.ConnState if you set it: it chains a callback of its
+// own onto s.ConnState (calling the one s had), its one change to s, and
+// through it knows the state of every connection, whichever routes
+// [Manager.Handler] wraps, or none.
 //
 // The hook calls [http.Server.Shutdown], which closes the listeners and the
 // idle connections, and closes itself the connections that never sent a
@@ -296,9 +297,9 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // them anyway. It then waits for every connection to close. An HTTP/1.x
 // connection closes once the server's last write of its response has
 // returned, so a slow reader gets every byte (the kernel delivers what it
-// holds after the close); one whose request body the handler left unread
-// closes half a second later, as net/http waits before it closes such a
-// connection so that the client's unread data does not reset the response.
+// holds after the close); one whose large request body the handler left
+// unread closes half a second later, as net/http waits then so that the
+// client's data still arriving does not reset the response.
 // An HTTP/2 connection (TLS, or h2c through [http.Server.Protocols]) closes
 // after GOAWAY, about one second after its last stream, and is not cut;
 // Go's server also closes it then if a slow client has not read all of the

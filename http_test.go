@@ -281,8 +281,8 @@ func TestHandlerWriterInterfaces(t *testing.T) {
 		}
 		io.WriteString(w, "a")
 		f.Flush()
-		<-readA // the client read "a": the flush reached it
-		io.Copy(w, strings.NewReader("b"))
+		<-readA                                            // the client read "a": the flush reached it
+		w.(io.ReaderFrom).ReadFrom(strings.NewReader("b")) // io.Copy would take strings.Reader.WriteTo
 	})
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
 		conn, brw, err := w.(http.Hijacker).Hijack()
@@ -434,4 +434,24 @@ func servePipe(t *testing.T, srv *http.Server) *pipeListener {
 		<-done
 	})
 	return ln
+}
+
+// BenchmarkHTTPServerConnState measures what HTTPServer's ConnState
+// callback adds to a request on a keep-alive connection (StateActive, then
+// StateIdle), from parallel connections.
+func BenchmarkHTTPServerConnState(b *testing.B) {
+	srv := &http.Server{}
+	HTTPServer(srv)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c, s := net.Pipe()
+		defer c.Close()
+		defer s.Close()
+		srv.ConnState(s, http.StateNew)
+		for pb.Next() {
+			srv.ConnState(s, http.StateActive)
+			srv.ConnState(s, http.StateIdle)
+		}
+		srv.ConnState(s, http.StateClosed)
+	})
 }
