@@ -150,10 +150,10 @@ func TestHTTPServerDeliversWholeResponseToSlowReader(t *testing.T) {
 			t.Parallel()
 			m := newTest()
 			body := pattern(256 << 10)
-			lastWrite, resume := make(chan struct{}), make(chan struct{})
+			nearEnd, resume := make(chan struct{}), make(chan struct{})
 			var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				writeInPieces(w, body[:len(body)-10_000])
-				close(lastWrite)
+				close(nearEnd)
 				<-resume
 				writeInPieces(w, body[len(body)-10_000:])
 				m.Trigger() // as the handler returns
@@ -176,7 +176,7 @@ func TestHTTPServerDeliversWholeResponseToSlowReader(t *testing.T) {
 				b, err := slowGet(addr, "/", 192<<10)
 				got <- result{b, err}
 			}()
-			<-lastWrite
+			<-nearEnd
 			// A connection that never sends a request, opened just
 			// before the response ends: Shutdown alone would wait
 			// until it is more than 5s old.
