@@ -1,9 +1,11 @@
 package shutdown_test
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"time"
@@ -71,4 +73,47 @@ func ExampleWithGracePeriod() {
 	// Output:
 	// shutdown.WithGracePeriod(30s, 10s)
 	// shutdown: WithDrainDelay(6s) does not fit shutdown.WithGracePeriod(8s, 0s): its budget is 6s
+}
+
+// A stream (server-sent events here; a WebSocket alike) ends when
+// Context is cancelled, after the drain delay, so that its client
+// reconnects elsewhere; HTTPServer waits for it.
+func ExampleManager_Handler_stream() {
+	m := shutdown.New(shutdown.WithSignals(), shutdown.WithLogger(slog.New(slog.DiscardHandler)))
+	srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "id: 1\ndata: hello\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-m.Context().Done(): // shutting down: end the stream
+		case <-r.Context().Done(): // the client went away
+		}
+	}))}
+	m.Add("http", shutdown.HTTPServer(srv)) // before srv serves
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	go srv.Serve(ln)
+
+	resp, err := http.Get("http://" + ln.Addr().String())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && sc.Text() != "" {
+		fmt.Println(sc.Text())
+	}
+	m.Trigger()
+	rest, err := io.ReadAll(resp.Body)
+	fmt.Printf("stream ended: %q, %v\n", rest, err)
+	fmt.Println("Wait:", m.Wait())
+	// Output:
+	// id: 1
+	// data: hello
+	// stream ended: "", <nil>
+	// Wait: <nil>
 }

@@ -3,16 +3,17 @@ package shutdown
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 	"weak"
 )
 
@@ -24,6 +25,8 @@ import (
 // reconnects, through the load balancer or kube-proxy, to another instance.
 // Over HTTP/2 the same header makes Go's server send GOAWAY and close the
 // connection once its streams are done; the header itself is not sent.
+// Handler counts nothing: [HTTPServer] follows the server's connections
+// itself, so Handler may wrap all routes, some, or none.
 //
 // A keep-alive connection that stays idle through the whole drain delay
 // carries no response to mark; [HTTPServer] closes it when the drain ends.
@@ -33,11 +36,24 @@ import (
 // [http.Server.SetKeepAlivesEnabled](false) instead: it closes idle
 // connections at once, in the middle of the drain, under every such client.
 //
-// Handler also counts the requests in flight on each server, found through
-// [http.ServerContextKey], so it may sit inside other middleware; wrap the
-// whole of the server's handler, because [HTTPServer] closes the server
-// when this count drops to zero. A hijacked request counts until its
-// handler returns.
+// Handler tracks the connections hijacked through it (WebSockets) on a
+// server that [HTTPServer] drains, which it finds through
+// [http.ServerContextKey], so it may sit inside other middleware. It tracks
+// connections, not requests: a WebSocket handler often returns at once and
+// leaves the connection to goroutines of its own. The hook waits for them
+// to close and closes those still open at its deadline. Streams should end
+// when [Manager.Context] is cancelled, after the drain delay, when the load
+// balancer no longer sends new connections here: a WebSocket gets a close
+// frame 1001 "going away", a server-sent event stream ends (the client
+// reconnects with Last-Event-ID), a long poll returns. Select on
+// m.Context().Done() in the handler or in the connection's goroutines: the
+// request's own context is cancelled only when the server closes, so that
+// the requests in flight finish. Such a hijacked connection is the
+// server's, wrapped so that its Close is seen; its NetConn method returns
+// the server's own (a *net.TCPConn, say). Connections hijacked on routes
+// that Handler does not wrap are not tracked (net/http forgets a connection
+// once it is hijacked), and on a server without HTTPServer, Handler tracks
+// and closes nothing.
 //
 // The ResponseWriter that h sees has an Unwrap method, so
 // [http.ResponseController] reaches the server's own; it implements
@@ -47,19 +63,18 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	if h == nil {
 		panic("shutdown: Handler: h is nil")
 	}
+	// No accessor for the streams' signal on the request (a context value,
+	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
+	// context.Context, to which m.Context() can be given. One way to ask.
+	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && s != nil {
-			t := trackerFor(s)
-			t.enter()
-			defer t.leave()
-		}
 		var dw *drainWriter
 		if _, ok := w.(http.Hijacker); ok {
-			dh := &drainHijacker{drainWriter{ResponseWriter: w, stopping: m.stopping}}
+			dh := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
 			dw = &dh.drainWriter
 			h.ServeHTTP(dh, r)
 		} else {
-			dw = &drainWriter{ResponseWriter: w, stopping: m.stopping}
+			dw = &drainWriter{ResponseWriter: w, stopping: stopping}
 			h.ServeHTTP(dw, r)
 		}
 		// A handler that wrote nothing gets its header from the server
@@ -136,175 +151,326 @@ func (w *drainWriter) FlushError() error {
 
 // drainHijacker is a drainWriter over a writer that can be hijacked; a
 // separate type, so that w.(http.Hijacker) stays false over HTTP/2, as it
-// is without Handler.
-type drainHijacker struct{ drainWriter }
+// is without Handler. http.ResponseController.Hijack finds its Hijack
+// before it tries Unwrap, so both ways of hijacking come through here.
+type drainHijacker struct {
+	drainWriter
+	r *http.Request // to find the server, only if the handler hijacks
+}
 
 func (w *drainHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	var t *connTracker
+	if s, ok := w.r.Context().Value(http.ServerContextKey).(*http.Server); ok && s != nil {
+		if v, ok := trackers.Load(weak.Make(s)); ok {
+			t = v.(*connTracker)
+		}
+	}
+	if t == nil {
+		return w.ResponseWriter.(http.Hijacker).Hijack()
+	}
+	// The server reports StateHijacked, and the connection leaves the
+	// tracker's list, inside Hijack: counting the hijack as under way
+	// before it keeps the drain from seeing nothing open in between.
+	t.hijackStarts()
 	c, rw, err := w.ResponseWriter.(http.Hijacker).Hijack()
 	if err == nil {
 		w.hijacked = true
 	}
-	return c, rw, err
+	return t.hijackEnds(c, err), rw, err
 }
 
-// tracker counts one server's requests in flight through Handler.
-type tracker struct {
-	// state holds the requests in flight in its low 32 bits and the number
-	// of requests ever started, modulo 2^32, in its high 32 bits: one
-	// atomic operation per request start and end, and one load tells
-	// HTTPServer whether a request came and went while it looked away.
-	state   atomic.Uint64
-	watched atomic.Bool // an HTTPServer hook waits on idle
-	mu      sync.Mutex
-	idle    chan struct{} // closed when nothing is in flight any more
+// hijackedConn is a connection hijacked through Handler on a server that
+// HTTPServer drains: the server forgets it, so its Close tells the tracker.
+// It wraps rather than probes the socket for closing, so that it works
+// with any listener (TLS, PROXY protocol, cmux), and the hook hears of a
+// Close at once.
+type hijackedConn struct {
+	net.Conn
+	t    *connTracker
+	once sync.Once
 }
 
-func (t *tracker) enter() { t.state.Add(1<<32 + 1) }
-
-func (t *tracker) leave() {
-	if uint32(t.state.Add(^uint64(0))) == 0 && t.watched.Load() {
-		t.mu.Lock()
-		if t.idle != nil {
-			close(t.idle)
-			t.idle = nil
-		}
-		t.mu.Unlock()
-	}
+// Close closes the connection and tells HTTPServer that it has ended.
+func (c *hijackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.t.hijackedClosed(c) })
+	return err
 }
 
-// inFlight returns the requests in flight and whether Handler has seen any
-// request on this server at all.
-func (t *tracker) inFlight() (n uint32, seen bool) {
-	v := t.state.Load()
-	return uint32(v), v != 0
+// NetConn returns the server's own connection, as [tls.Conn.NetConn] does;
+// closing it directly is not seen by HTTPServer until its deadline.
+func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
+
+// connTracker follows one server's connections, through the ConnState
+// callback that HTTPServer chains onto it, and the connections hijacked
+// through Handler on it.
+//
+// Why ConnState and not a count of requests in Handler: a handler's return
+// says nothing about the response's bytes still buffered, which the server
+// writes after it (a slow reader's last kilobytes), and Handler sees only
+// the routes it wraps. The server reports StateIdle or StateClosed after
+// its last write of a response has returned, on every route.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]http.ConnState // seen from StateNew on, until closed or hijacked
+	// seen: a connection was reported from StateNew on. late: a state came
+	// for a connection never reported new, so HTTPServer was called after
+	// the server had started serving and may not know every connection.
+	seen, late bool
+	hijacking  int                        // Hijack calls under way through Handler
+	hijacked   map[*hijackedConn]struct{} // hijacked through Handler, not yet closed
+	wake       chan struct{}              // closed at the next change, while the hook waits
 }
 
-// whenIdle returns a channel that is closed once Handler has seen a request
-// on this server and none is in flight.
-func (t *tracker) whenIdle() <-chan struct{} {
+// stateClosing marks a connection that the hook has closed itself, until
+// the server reports it closed.
+const stateClosing http.ConnState = -1
+
+func (t *connTracker) setState(c net.Conn, st http.ConnState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	// watched is set before state is read, and leave changes state before
-	// it reads watched: either this load sees the last request leave, or
-	// that leave sees watched and closes the channel.
-	t.watched.Store(true)
-	ch := make(chan struct{})
-	if n, seen := t.inFlight(); seen && n == 0 {
-		close(ch)
-		return ch
+	_, known := t.conns[c]
+	switch {
+	case st == http.StateNew:
+		t.conns[c], t.seen = st, true
+	case !known:
+		t.late = true
+	case st == http.StateHijacked || st == http.StateClosed:
+		delete(t.conns, c)
+	default:
+		t.conns[c] = st
 	}
-	t.idle = ch
-	return ch
+	t.changed()
 }
 
-// servers maps each server that Handler or HTTPServer has met to its
-// tracker. The keys are weak pointers, and a cleanup deletes an entry when
-// its server is collected, so a server that is never drained through
-// HTTPServer (a test's httptest.Server, say) is not kept alive here;
-// HTTPServer deletes its server's entry when its hook ends.
-var servers sync.Map // weak.Pointer[http.Server] -> *tracker
-
-func trackerFor(s *http.Server) *tracker {
-	k := weak.Make(s)
-	if t, ok := servers.Load(k); ok {
-		return t.(*tracker)
-	}
-	t, loaded := servers.LoadOrStore(k, new(tracker))
-	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[http.Server]) { servers.Delete(k) }, k)
-	}
-	return t.(*tracker)
+func (t *connTracker) hijackStarts() {
+	t.mu.Lock()
+	t.hijacking++
+	t.mu.Unlock()
 }
 
-// settleDelay is how long HTTPServer waits, once nothing is in flight,
-// before it closes the server. A request leaves Handler when its handler
-// returns, but the server writes the end of the response (the buffered
-// body, the last chunk) after that; closing the connection at that instant
-// would cut the response. A few milliseconds cover that write; it is the
-// one fixed wait here, and it replaces one of up to five seconds.
-const settleDelay = 20 * time.Millisecond
+func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hijacking--
+	if err == nil {
+		hc := &hijackedConn{Conn: c, t: t}
+		t.hijacked[hc] = struct{}{}
+		c = hc
+	}
+	t.changed()
+	return c
+}
 
-// HTTPServer adapts s to a Hook that drains it. It calls
-// [http.Server.Shutdown] with the hook's context, which closes the
-// listeners and the idle connections, and waits for the others. Once
-// [Manager.Handler] counts no request in flight on s, it calls
-// [http.Server.Close] rather than wait: Shutdown would wait up to five
-// seconds for connections that were opened but never sent a request, which
-// Go's own client and many proxies leave behind. If the hook's context ends
-// first, it calls Close, which cuts the requests still running (their
-// contexts are cancelled), and the hook reports [ErrTimeout]. Without
-// Handler on s, or when Handler has not yet seen a request on s, it is
-// Shutdown (which may wait up to five seconds for silent connections) and,
-// at the deadline, Close.
+func (t *connTracker) hijackedClosed(c *hijackedConn) {
+	t.mu.Lock()
+	delete(t.hijacked, c)
+	t.changed()
+	t.mu.Unlock()
+}
+
+// changed wakes the hook, if it waits; t.mu is held.
+func (t *connTracker) changed() {
+	if t.wake != nil {
+		close(t.wake)
+		t.wake = nil
+	}
+}
+
+// trackers maps each server given to HTTPServer to its tracker, for
+// Handler's Hijack. The keys are weak pointers, and a cleanup deletes an
+// entry when its server is collected (a tracker does not point back to its
+// server), so a server that is never drained is not kept alive here.
+var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
+
+// HTTPServer adapts s to a Hook that drains it. Call it before s serves,
+// and after setting s.ConnState if you set it: it chains a callback of its
+// own onto s.ConnState (calling the one s had), its one change to s, and
+// through it knows the state of every connection, whichever routes
+// [Manager.Handler] wraps, or none.
 //
-// It calls no other method of s and changes none of its settings.
+// The hook calls [http.Server.Shutdown], which closes the listeners and the
+// idle connections, and closes itself the connections that never sent a
+// request: Shutdown would wait up to five seconds for those, which Go's own
+// client and many proxies leave behind, and drops a request read on one of
+// them anyway. It then waits for every connection to close. An HTTP/1.x
+// connection closes once the server's last write of its response has
+// returned, so a slow reader gets every byte (the kernel delivers what it
+// holds after the close); one whose large request body the handler left
+// unread closes half a second later, as net/http waits then so that the
+// client's data still arriving does not reset the response.
+// An HTTP/2 connection (TLS, or h2c through [http.Server.Protocols]) closes
+// after GOAWAY, about one second after its last stream, and is not cut;
+// Go's server also closes it then if a slow client has not read all of the
+// last response. Connections hijacked through Handler are waited for too.
+// Once none is open, the hook calls [http.Server.Close] rather than wait for
+// Shutdown's next poll, up to half a second later: it returns within
+// milliseconds of the last write.
+//
+// If the hook's context ends first, it calls Close, which cuts the
+// requests still running (their contexts are cancelled), closes the
+// hijacked connections still open, and reports [ErrTimeout] with what it
+// cut: "http server: closed 1 active connection and 3 hijacked connections
+// still open at the deadline".
+//
+// Called on a server that already serves, it cannot know the connections
+// accepted before, and setting ConnState then races with the server: the
+// hook is Shutdown, and Close at the deadline, as Shutdown documents, so it
+// returns up to half a second after the last response, or about five
+// seconds after it with silent connections open.
 //
 // [http.Server.Serve] and ListenAndServe return as soon as Shutdown starts,
 // so Run's function returning [http.ErrServerClosed] does not mean that the
 // handlers have finished: this hook returning does. Register what the
 // handlers use (a database) before the server, so that its hook runs after
-// this one. Shutdown and Close do not track hijacked connections
-// (WebSockets) and other long-lived requests such as streams: tell them to
-// end with [http.Server.RegisterOnShutdown], whose functions Shutdown calls
-// when it starts, or from [Manager.Context], which is cancelled before the
-// hooks start. It panics if s is nil.
+// this one. It panics if s is nil.
 func HTTPServer(s *http.Server) Hook {
 	if s == nil {
 		panic("shutdown: HTTPServer: s is nil")
 	}
-	return func(ctx context.Context) error {
-		t := trackerFor(s)
-		defer servers.Delete(weak.Make(s))
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		shut := make(chan error, 1)
-		go func() { shut <- s.Shutdown(sctx) }()
-		for {
-			select {
-			case err := <-shut:
-				return closeAfter(ctx, s, t, err)
-			case <-t.whenIdle():
-			}
-			before := t.state.Load()
-			settle := time.NewTimer(settleDelay)
-			select {
-			case err := <-shut:
-				settle.Stop()
-				return closeAfter(ctx, s, t, err)
-			case <-settle.C:
-			}
-			if t.state.Load() != before {
-				continue // a request came, or is still running
-			}
-			cerr := s.Close()
-			cancel()
-			<-shut // returns at once: its context is cancelled
-			if cerr != nil {
-				return fmt.Errorf("http server: Close: %w", cerr)
-			}
-			return nil
+	t := &connTracker{conns: make(map[net.Conn]http.ConnState), hijacked: make(map[*hijackedConn]struct{})}
+	prev := s.ConnState
+	s.ConnState = func(c net.Conn, st http.ConnState) {
+		if prev != nil {
+			prev(c, st)
 		}
+		t.setState(c, st)
 	}
+	k := weak.Make(s)
+	if _, loaded := trackers.Swap(k, t); !loaded {
+		runtime.AddCleanup(s, func(k weak.Pointer[http.Server]) { trackers.Delete(k) }, k)
+	}
+	return func(ctx context.Context) error { return t.drain(ctx, s) }
 }
 
-// closeAfter turns Shutdown's result into the hook's, closing s if the
-// hook's context ended first. Its errors, like the other adapters', do not
-// start with "shutdown:": the [*HookError] that carries them does.
-func closeAfter(ctx context.Context, s *http.Server, t *tracker, err error) error {
-	if err == nil {
-		return nil
+// drain is HTTPServer's hook.
+func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(sctx) }()
+	var shutErr error
+	shutDone := false
+	for {
+		t.mu.Lock()
+		var silent []net.Conn
+		for c, st := range t.conns {
+			if st == http.StateNew {
+				silent = append(silent, c)
+				t.conns[c] = stateClosing
+			}
+		}
+		// Wait for every connection to close, not just to be idle: an idle
+		// HTTP/2 connection is only between streams, and Go closes it a
+		// second after GOAWAY; an HTTP/1.x connection that ends a response
+		// during Shutdown closes at once. Idle is not the end of a
+		// response either when the server closes after it (Connection:
+		// close): StateClosed comes straight after the last write.
+		trusted := t.seen && !t.late
+		open := trusted && len(t.conns) > 0 || !trusted && !shutDone
+		done := !open && t.hijacking == 0 && len(t.hijacked) == 0
+		wake := make(chan struct{})
+		if !done {
+			t.wake = wake
+		}
+		t.mu.Unlock()
+		for _, c := range silent {
+			closeNow(c)
+		}
+		if done {
+			break
+		}
+		select {
+		case <-wake:
+		case err := <-shut:
+			shutDone, shutErr, shut = true, err, nil
+			if ctx.Err() != nil {
+				return t.cut(ctx, s, cancel, shut)
+			}
+		case <-ctx.Done():
+			return t.cut(ctx, s, cancel, shut)
+		}
 	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("http server: Shutdown: %w", err)
+	// Close now rather than leave it to Shutdown, which polls up to every
+	// half second: nothing is left to cut, and the listeners are closed.
+	cerr := s.Close()
+	cancel()
+	if !shutDone {
+		if err := <-shut; err != nil && !errors.Is(err, context.Canceled) {
+			shutErr = err // a listener's Close failed
+		}
 	}
-	n, seen := t.inFlight()
-	if cerr := s.Close(); cerr != nil {
+	switch {
+	case shutErr != nil:
+		return fmt.Errorf("http server: Shutdown: %w", shutErr)
+	case cerr != nil:
+		return fmt.Errorf("http server: Close: %w", cerr)
+	}
+	return nil
+}
+
+// closeNow closes c, and, if it is a *tls.Conn, its transport first: the
+// close_notify alert that tls.Conn.Close sends could block for five seconds
+// on a client that does not read.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
+	}
+	c.Close()
+}
+
+// cut closes s and the hijacked connections at the hook's deadline, and
+// says what it cut. Its errors, like the other adapters', do not start with
+// "shutdown:": the [*HookError] that carries them does.
+func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
+	t.mu.Lock()
+	trusted, active := t.seen && !t.late, 0
+	for _, st := range t.conns {
+		if st == http.StateActive {
+			active++
+		}
+	}
+	hijacked := slices.Collect(maps.Keys(t.hijacked))
+	t.mu.Unlock()
+	cerr := s.Close()
+	cancel()
+	if shut != nil {
+		<-shut // at once: its context is cancelled
+	}
+	for _, c := range hijacked {
+		closeNow(c.Conn)
+		c.Close()
+	}
+	err := ctx.Err()
+	if cerr != nil {
 		err = errors.Join(err, cerr)
 	}
-	if seen {
-		return fmt.Errorf("http server closed with %d requests in flight: %w", n, err)
+	var cut []string
+	if active > 0 && trusted {
+		cut = append(cut, connCount(active, "active"))
 	}
-	return fmt.Errorf("http server closed with requests in flight: %w", err)
+	if len(hijacked) > 0 {
+		cut = append(cut, connCount(len(hijacked), "hijacked"))
+	}
+	what := strings.Join(cut, " and ")
+	switch {
+	case !trusted && what != "":
+		// Called on a server that already served: it cannot count the rest.
+		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server and %s: %w", what, err)
+	case !trusted:
+		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server: %w", err)
+	case what == "":
+		return fmt.Errorf("http server: closed at the deadline: %w", err)
+	}
+	return fmt.Errorf("http server: closed %s still open at the deadline: %w", what, err)
+}
+
+// connCount says "1 active connection" or "3 active connections".
+func connCount(n int, kind string) string {
+	if n == 1 {
+		return "1 " + kind + " connection"
+	}
+	return fmt.Sprintf("%d %s connections", n, kind)
 }
 
 // ReadinessHandler answers 200 until shutdown starts and 503 from then on,
@@ -317,7 +483,7 @@ func (m *Manager) ReadinessHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		select {
-		case <-m.stopping:
+		case <-m.Stopping():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "shutting down")
 		default:

@@ -869,9 +869,10 @@ func TestDatabaseThenServer(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))}
 	m.Add("db", func(context.Context) error { r.add("db closed"); return nil }, AfterRun())
+	drain := HTTPServer(srv) // before srv serves: it sets srv.ConnState
 	m.Add("http", func(ctx context.Context) error {
-		close(finish) // let the request in flight finish while Shutdown waits
-		err := HTTPServer(srv)(ctx)
+		close(finish) // let the request in flight finish while the hook drains
+		err := drain(ctx)
 		r.add("http drained")
 		return err
 	})

@@ -1,0 +1,274 @@
+package shutdown
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// upgradeRequest is what a WebSocket-like client sends.
+const upgradeRequest = "GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n"
+
+// upgrade hijacks the request's connection and answers 101, as a WebSocket
+// library does, then hands the connection to serve on a goroutine of its
+// own and returns at once.
+func upgrade(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("Hijack() = %v", err)
+			return
+		}
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		if err := brw.Flush(); err != nil {
+			t.Errorf("writing the 101: %v", err)
+		}
+		go serve(c, brw.Reader)
+	})
+}
+
+// dialUpgraded opens a connection to addr and upgrades it.
+func dialUpgraded(t *testing.T, c net.Conn) *bufio.Reader {
+	t.Helper()
+	if _, err := io.WriteString(c, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	return br
+}
+
+// readLine reads one line, or says why it could not.
+func readLine(br *bufio.Reader) string {
+	s, err := br.ReadString('\n')
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSuffix(s, "\n")
+}
+
+// TestHTTPServerWaitsForHijackedConnections checks a WebSocket-like
+// connection: its handler returns at once, a goroutine keeps the
+// connection, says goodbye when Context is cancelled and closes it after
+// the client's reply. The hook waits for that close and returns nil.
+func TestHTTPServerWaitsForHijackedConnections(t *testing.T) {
+	m := newTest()
+	closing := make(chan struct{})
+	srv := &http.Server{Handler: m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+		if nc, ok := c.(interface{ NetConn() net.Conn }); !ok {
+			t.Errorf("hijacked connection %T has no NetConn method", c)
+		} else if _, ok := nc.NetConn().(*net.TCPConn); !ok {
+			t.Error("hijacked connection: NetConn() is not the server's *net.TCPConn")
+		}
+		io.WriteString(c, "hello\n")
+		<-m.Context().Done()
+		io.WriteString(c, "going away\n")
+		readLine(r) // the client's reply, or its close
+		close(closing)
+		c.Close()
+	}))}
+	drain := HTTPServer(srv)
+	m.Add("http", func(ctx context.Context) error {
+		err := drain(ctx)
+		select {
+		case <-closing:
+		default:
+			t.Error("hook returned before the hijacked connection was closed")
+		}
+		return err
+	})
+	c, err := net.Dial("tcp", serve(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	br := dialUpgraded(t, c)
+	if got := readLine(br); got != "hello" {
+		t.Fatalf("first line = %q, want hello", got)
+	}
+	m.Trigger()
+	if got := readLine(br); got != "going away" {
+		t.Errorf("line at shutdown = %q, want going away", got)
+	}
+	io.WriteString(c, "bye\n")
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after goodbye: Read() = %d, %v; want 0, EOF", n, err)
+	}
+}
+
+// TestHTTPServerClosesHijackedConnectionsAtDeadline checks a client and a
+// handler that ignore shutdown: the hook closes the hijacked connection
+// at its deadline and its error gives the count.
+func TestHTTPServerClosesHijackedConnectionsAtDeadline(t *testing.T) {
+	m := newTest()
+	ended := make(chan struct{})
+	srv := &http.Server{Handler: m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+		defer close(ended)
+		io.Copy(io.Discard, r) // until the connection is closed
+	}))}
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	c, err := net.Dial("tcp", serve(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	br := dialUpgraded(t, c)
+	m.Trigger()
+	err = m.Wait()
+	var he *HookError
+	const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
+	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
+		t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+	}
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("the hijacked connection was not closed")
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("hijacked connection after the deadline: Read() = %d, %v; want 0, EOF", n, err)
+	}
+}
+
+// TestHTTPServerWaitsForHijackedConnectionsUpToBound checks, on a fake clock, that a
+// hijacked connection nobody closes holds the hook exactly to its bound,
+// and that one closed by the application is waited for while the drain
+// has nothing else left: the hook returns the moment it closes.
+func TestHTTPServerWaitsForHijackedConnectionsUpToBound(t *testing.T) {
+	for _, appCloses := range []bool{true, false} {
+		name := "closed by the application"
+		if !appCloses {
+			name = "closed at the deadline"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := newTest()
+				release := make(chan struct{})
+				srv := &http.Server{Handler: m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+					if appCloses {
+						<-release
+						c.Close()
+						return
+					}
+					io.Copy(io.Discard, r)
+				}))}
+				const bound = 10 * time.Second
+				m.Add("http", HTTPServer(srv), Timeout(bound))
+				c := servePipe(t, srv).dial(t)
+				defer c.Close()
+				dialUpgraded(t, c)
+				m.Trigger()
+				start := time.Now()
+				// Fake time: every goroutine is blocked, the clock
+				// jumps. A hook that did not track the connection would
+				// have returned within this second.
+				time.Sleep(time.Second)
+				select {
+				case <-m.Done():
+					t.Error("shutdown ended while a hijacked connection was open")
+				default:
+				}
+				close(release)
+				err := m.Wait()
+				elapsed := time.Since(start)
+				if appCloses {
+					if err != nil || elapsed != time.Second {
+						t.Errorf("Wait() = %v after %v; want nil after 1s, the moment the connection closed", err, elapsed)
+					}
+					return
+				}
+				if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "closed 1 hijacked connection") {
+					t.Errorf("Wait() = %v, want ErrTimeout with the count", err)
+				}
+				if elapsed > bound {
+					t.Errorf("Wait() returned after %v, want within the hook's %v bound", elapsed, bound)
+				}
+			})
+		})
+	}
+}
+
+// TestHandlerTracksHijacksPerServer checks that Handler, inside other
+// middleware, gives each hijacked connection to its own server's hook: a
+// drain of another server does not wait for it, and Handler on a server
+// that HTTPServer does not drain hands out the server's own connection.
+func TestHandlerTracksHijacksPerServer(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	type key struct{}
+	release := make(chan struct{})
+	closing := make(chan struct{})
+	hijacked := make(chan net.Conn, 2)
+	inner := m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+		hijacked <- c
+		<-release
+		close(closing)
+		c.Close()
+	}))
+	// Middleware that passes the writer on and adds to the context.
+	outer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), key{}, "x")))
+	})
+	a, b := &http.Server{Handler: outer}, &http.Server{Handler: outer}
+	drainA, drainB := HTTPServer(a), HTTPServer(b)
+	c, err := net.Dial("tcp", serve(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	dialUpgraded(t, c)
+	if _, ok := (<-hijacked).(interface{ NetConn() net.Conn }); !ok {
+		t.Error("connection hijacked on a drained server is not tracked")
+	}
+	serve(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // hang guard
+	defer cancel()
+	if err := drainB(ctx); err != nil {
+		t.Errorf("drain of the other server = %v, want nil", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := drainA(ctx)
+		select {
+		case <-closing:
+		default:
+			err = errors.New("returned before the hijacked connection was closed")
+		}
+		done <- err
+	}()
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("drain of the server = %v, want nil", err)
+	}
+
+	// Without HTTPServer: the server's own connection, not tracked.
+	plain := &http.Server{Handler: outer}
+	c2, err := net.Dial("tcp", serve(t, plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	release = make(chan struct{})
+	closing = make(chan struct{})
+	dialUpgraded(t, c2)
+	if _, ok := (<-hijacked).(*net.TCPConn); !ok {
+		t.Error("Handler without HTTPServer changed the hijacked connection")
+	}
+	close(release)
+}
