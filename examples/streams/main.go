@@ -49,10 +49,10 @@ func main() {
 		slog.Error("listen", "error", err)
 		os.Exit(1)
 	}
-	// Hooks run last added first: the two servers drain together (one
-	// waiting for a slow client must not leave the other no time), then
-	// websockets waits for the close handshakes.
-	m.Add("websockets", ws.wait)
+	// The two servers drain together: one waiting for a slow client must
+	// not leave the other no time. HTTPServer waits for the WebSockets
+	// (hijacked through m.Handler) to finish their close handshakes, and
+	// closes those still open at its deadline.
 	m.Add("http", shutdown.HTTPServer(srv), shutdown.Concurrent("servers"))
 	m.Add("grpc", shutdown.GRPCServer(gs), shutdown.Concurrent("servers"))
 	m.Go("grpc", func(context.Context) error { return gs.Serve(gln) })

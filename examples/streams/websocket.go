@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/coder/websocket"
@@ -20,10 +18,6 @@ import (
 type wsServer struct {
 	stop context.Context
 
-	mu    sync.Mutex
-	conns map[*websocket.Conn]struct{}
-	idle  chan struct{} // closed when conns empties, if wait is waiting
-
 	accepted, acked, goingAway, failed atomic.Int64
 }
 
@@ -32,8 +26,6 @@ func (s *wsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered the request
 	}
-	s.track(c, true)
-	defer s.track(c, false)
 	s.accepted.Add(1)
 	// The handler's whole shutdown code: at m.Context() cancellation, close
 	// with 1001 and complete the handshake (Close waits for the client's
@@ -64,47 +56,6 @@ func (s *wsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.goingAway.Add(1)
-}
-
-func (s *wsServer) track(c *websocket.Conn, open bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conns == nil {
-		s.conns = map[*websocket.Conn]struct{}{}
-	}
-	if open {
-		s.conns[c] = struct{}{}
-		return
-	}
-	delete(s.conns, c)
-	if len(s.conns) == 0 && s.idle != nil {
-		close(s.idle)
-		s.idle = nil
-	}
-}
-
-// wait is a hook that waits for the connections to finish their close
-// handshakes, and at its deadline says how many are still open (the
-// process exit then closes them). HTTPServer does not wait for hijacked
-// connections on this base: without this hook the process could exit
-// before the handshakes are done.
-func (s *wsServer) wait(ctx context.Context) error {
-	s.mu.Lock()
-	if len(s.conns) == 0 {
-		s.mu.Unlock()
-		return nil
-	}
-	idle := make(chan struct{})
-	s.idle = idle
-	s.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Errorf("websocket: %d connection(s) did not finish the close handshake: %w", len(s.conns), ctx.Err())
 }
 
 func (s *wsServer) logTotals() {
