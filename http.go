@@ -519,6 +519,8 @@ func GRPCServer(s interface {
 		}
 		s.Stop()
 		<-done
-		return fmt.Errorf("grpc server stopped with calls in flight: %w", ctx.Err())
+		// Whether calls were in flight is not known: GracefulStop may have been
+		// about to return when the deadline came (or had passed already).
+		return fmt.Errorf("grpc server: GracefulStop had not finished at the deadline; stopped: %w", ctx.Err())
 	}
 }

@@ -778,7 +778,7 @@ func TestGRPCServerStopsAtDeadline(t *testing.T) {
 		m.Trigger()
 		err := m.Wait()
 		<-f.stopped
-		if want := `shutdown: hook "grpc": timed out after 1s: grpc server stopped with calls in flight: context deadline exceeded`; err == nil || err.Error() != want {
+		if want := `shutdown: hook "grpc": timed out after 1s: grpc server: GracefulStop had not finished at the deadline; stopped: context deadline exceeded`; err == nil || err.Error() != want {
 			t.Errorf("Wait() = %v, want %s", err, want)
 		}
 	})
