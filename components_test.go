@@ -334,3 +334,55 @@ func TestStoppedManagersLeakNothing(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before)
 }
+
+// A worker that takes a second to finish its job after Context() is done
+// returns after the last hook has ended (here: there are no hooks). Its end,
+// and its failure, must be logged like any component's (issue 11: "The
+// report and logs show components like hooks").
+func TestComponentEndingAfterLastHookIsLogged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs logBuffer
+		m := New(WithSignals(), WithLogger(logs.logger(slog.LevelInfo)), WithTimeout(10*time.Second))
+		errFlush := errors.New("flush: broken pipe")
+		m.Go("worker", func(ctx context.Context) error {
+			<-ctx.Done()
+			time.Sleep(time.Second) // the job in flight
+			return errFlush
+		})
+		m.Trigger()
+		if err := m.Wait(); !errors.Is(err, errFlush) {
+			t.Fatalf("Wait() = %v, want %v", err, errFlush)
+		}
+		synctest.Wait() // the log goroutine has handled every record
+		out := logs.String()
+		if !strings.Contains(out, `msg="shutdown: component failed" component=worker`) {
+			t.Errorf("no record of the worker's end in the log:\n%s", out)
+		}
+	})
+}
+
+// A pool of workers consumes a queue; the queue is closed (the batch is
+// done), so every worker returns nil at once. The first to return starts
+// shutdown; no component is left running, so nothing is left to drain and
+// the drain delay must be skipped (DESIGN step 3, "Components").
+func TestDrainSkippedWhenComponentsReturnTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest(WithDrainDelay(5*time.Second), WithTimeout(25*time.Second))
+		jobs := make(chan int)
+		for range 2 {
+			m.Go("worker", func(context.Context) error {
+				for range jobs {
+				}
+				return nil
+			})
+		}
+		start := time.Now()
+		close(jobs)
+		if err := m.Wait(); err != nil {
+			t.Errorf("Wait() = %v, want nil", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("Wait returned after %v, want at once: no component was left to drain (Report().Drain = %v)", d, m.Report().Drain)
+		}
+	})
+}

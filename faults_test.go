@@ -87,3 +87,33 @@ func TestBudgetEndingAsHookReturnsSkipsTheNext(t *testing.T) {
 		})
 	}
 }
+
+// queueError is a worker's error type whose Error dereferences its
+// receiver, as most pointer error types do.
+type queueError struct{ queue string }
+
+func (e *queueError) Error() string { return "queue " + e.queue + " closed" }
+
+// A component returns a typed nil error (the classic `var err *queueError;
+// return err`). Printing it with fmt or slog's text handler recovers the
+// panic of its Error method; the Manager must not crash the process on it
+// either: it is the user's value, and the hooks still have to run.
+func TestComponentErrorWhoseErrorMethodPanicsDoesNotCrash(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		ran := false
+		m.Add("db", func(context.Context) error { ran = true; return nil })
+		m.Go("worker", func(context.Context) error {
+			var err *queueError
+			return err
+		})
+		err := m.Wait()
+		var he *HookError
+		if !errors.As(err, &he) || he.Name != "worker" {
+			t.Errorf("Wait() = %v, want the worker's HookError", err)
+		}
+		if !ran {
+			t.Errorf("hook db did not run")
+		}
+	})
+}

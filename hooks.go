@@ -213,7 +213,7 @@ func (e *HookError) Error() string {
 			s = fmt.Sprintf("%s: timed out after the %v budget", who, e.limit)
 		}
 		if e.Err != ErrTimeout && e.Err != context.DeadlineExceeded {
-			s += ": " + e.Err.Error()
+			s += fmt.Sprintf(": %v", e.Err)
 		}
 		return s
 	case panicked:

@@ -161,20 +161,16 @@ func goid() uint64 {
 	return n
 }
 
-// ownFrames are the prefixes of this package's functions that run a task's
-// function; a stack is cut there, so it shows the user's code only. They are
-// found at run time, so a fork or a vendored copy under another module path
-// is cut as well.
-var ownFrames = func() []string {
-	name := runtime.FuncForPC(reflect.ValueOf((*task).run).Pointer()).Name()
-	pkg := strings.TrimSuffix(name, "(*task).run")
-	return []string{name, pkg + "(*runner).runHook.func", pkg + "(*Manager).startComponent.func"}
-}()
+// pkgPrefix is this package's path and a dot, as function names in stacks
+// start: "github.com/gracefulgo/shutdown.". It is found at run time, so a
+// fork or a vendored copy under another module path is read as well.
+var pkgPrefix = strings.TrimSuffix(runtime.FuncForPC(reflect.ValueOf((*task).run).Pointer()).Name(), "(*task).run")
 
 // goroutine is one block of a runtime.Stack dump.
 type goroutine struct {
 	id, parent uint64
-	frames     string // "function\n\tfile:line\n" each, cut at ownFrames
+	frames     string // "function\n\tfile:line\n" each, the user's only
+	library    bool   // runs a hook, a component or a set member for the library
 }
 
 // stacks returns the stacks of ts's goroutines, as "function\n\tfile:line\n"
@@ -182,7 +178,10 @@ type goroutine struct {
 // goroutine, separated by blank lines. It stops the world while the runtime
 // formats every goroutine.
 func stacks(ts ...*task) map[*task][]byte {
-	buf := make([]byte, 64<<10)
+	// Each try stops the world and formats every goroutine: size the
+	// buffer for the usual few KiB a goroutine, so that one try is enough
+	// but for unusually deep stacks.
+	buf := make([]byte, max(64<<10, min(runtime.NumGoroutine()*4<<10, 64<<20)))
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) || len(buf) >= 64<<20 {
@@ -191,14 +190,19 @@ func stacks(ts ...*task) map[*task][]byte {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	all := parseStacks(string(buf), ownFrames)
+	all := parseStacks(string(buf), pkgPrefix)
 	out := make(map[*task][]byte, len(ts))
 	for _, t := range ts {
+		if t.gid.Load() == 0 {
+			continue // abandoned before its goroutine ran: no frame of its own yet
+		}
 		ids := map[uint64]bool{t.gid.Load(): true}
+		// A hook's descendants, but not the hooks and set members that it
+		// started through the library (a late Add joining a running set).
 		for grew := t.kind == isHook; grew; {
 			grew = false
 			for _, g := range all {
-				if !ids[g.id] && ids[g.parent] {
+				if !ids[g.id] && ids[g.parent] && !g.library {
 					ids[g.id], grew = true, true
 				}
 			}
@@ -221,8 +225,12 @@ func stacks(ts ...*task) map[*task][]byte {
 
 // parseStacks reads runtime.Stack's text. A frame is a function line,
 // "pkg.f(args)", then a tab and "file:line +0xpc"; file paths may contain
-// spaces, so nothing is split on them.
-func parseStacks(s string, own []string) []goroutine {
+// spaces, so nothing is split on them. Frames are cut where the library
+// calls the user's function (pkg is the library's prefix), so a stack
+// shows the user's code only.
+func parseStacks(s, pkg string) []goroutine {
+	own := []string{pkg + "(*task).run", pkg + "(*runner).runHook.func", pkg + "(*Manager).startComponent.func"}
+	lib := []string{pkg + "(*task).run", pkg + "(*runner).", pkg + "(*hookSet)."}
 	var gs []goroutine
 	for block := range strings.SplitSeq(s, "\n\n") {
 		lines := strings.Split(block, "\n")
@@ -251,6 +259,9 @@ func parseStacks(s string, own []string) []goroutine {
 			}
 			for _, o := range own {
 				cut = cut || strings.HasPrefix(fn, o)
+			}
+			for _, l := range lib {
+				g.library = g.library || strings.HasPrefix(fn, l)
 			}
 			if cut || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\t") {
 				continue

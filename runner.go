@@ -93,6 +93,18 @@ type component struct {
 
 func (c *component) returned() bool { return !c.end.IsZero() }
 
+// componentsRunning counts the components that have not returned; the caller holds
+// m.mu.
+func (m *Manager) componentsRunning() int {
+	n := 0
+	for _, c := range m.comps {
+		if !c.returned() {
+			n++
+		}
+	}
+	return n
+}
+
 // row is the component's line in the Report.
 func (c *component) row(start time.Time) HookReport {
 	h := HookReport{Name: c.name, Component: true, Start: c.start.Sub(start), Elapsed: c.end.Sub(c.start), Outcome: "ok", Err: c.herr}
@@ -139,8 +151,14 @@ func (m *Manager) componentReturned(c *component, res result) {
 	c.end, c.herr = now, herr
 	close(c.ended)
 	st := m.state
+	if st == draining && m.byComponent && m.componentsRunning() == 0 {
+		// Components that returned together (a batch done): the first
+		// started shutdown while the others still ran; now nothing is
+		// left to drain.
+		m.cutOnce.Do(func() { close(m.drainCut) })
+	}
 	m.mu.Unlock()
-	if st < finished {
+	if st != stopped {
 		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
 	}
 }
@@ -159,7 +177,7 @@ func (e *componentCause) Error() string {
 		s = "shutdown: run function returned"
 	}
 	if e.err != nil {
-		s += ": " + e.err.Error()
+		s += fmt.Sprintf(": %v", e.err) // fmt recovers a panicking Error method
 	}
 	return s
 }

@@ -75,21 +75,22 @@ type Manager struct {
 	err      error   // the result; written before done is closed
 	report   *Report // likewise
 
-	mu        sync.Mutex
-	state     state
-	start     time.Time    // of the shutdown
-	cause     error        // what started it
-	causeText string       // cause.Error(), for the report
-	skipDrain bool         // a component started it and no other was running
-	triggered []error      // TriggerCause errors, for the result
-	sealed    bool         // the result is built: a TriggerCause now is too late for it
-	ranRun    bool         // Run was called
-	comps     []*component // in the order Go started them
-	steps     []any        // pending hooks: an entry or a *hookSet each; the last runs next
-	live      *hookSet     // the Concurrent set now running, if any
-	running   []*task      // hooks started and not returned, for the second signal's record
-	rows      []HookReport // hooks, as they ended
-	hookErrs  []error
+	mu          sync.Mutex
+	state       state
+	start       time.Time    // of the shutdown
+	cause       error        // what started it
+	causeText   string       // cause.Error(), for the report
+	skipDrain   bool         // a component started it and no other was running
+	byComponent bool         // a component started it
+	triggered   []error      // TriggerCause errors, for the result
+	sealed      bool         // the result is built: a TriggerCause now is too late for it
+	ranRun      bool         // Run was called
+	comps       []*component // in the order Go started them
+	steps       []any        // pending hooks: an entry or a *hookSet each; the last runs next
+	live        *hookSet     // the Concurrent set now running, if any
+	running     []*task      // hooks started and not returned, for the second signal's record
+	rows        []HookReport // hooks, as they ended
+	hookErrs    []error
 }
 
 // New returns a Manager configured by opts and installs its signal handler at
@@ -255,10 +256,11 @@ func (m *Manager) TriggerCause(err error) {
 
 // begin starts shutdown once; it reports whether this call started it.
 // joined is the error to join into the result, if any; by is the
-// component whose return starts it, or nil. It calls cause.Error, user code
-// for a TriggerCause error, on the caller's goroutine, with no lock held.
+// component whose return starts it, or nil. It formats cause, user code
+// for a TriggerCause error, on the caller's goroutine, with no lock held;
+// fmt recovers a panicking Error method (a typed nil pointer, say).
 func (m *Manager) begin(cause, joined error, by *component) bool {
-	text := cause.Error()
+	text := fmt.Sprint(cause)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.state != idle {
@@ -266,12 +268,8 @@ func (m *Manager) begin(cause, joined error, by *component) bool {
 	}
 	m.state, m.cause, m.causeText, m.start = draining, cause, text, time.Now()
 	if by != nil {
-		m.skipDrain = true // unless another component still serves
-		for _, c := range m.comps {
-			if c != by && !c.returned() {
-				m.skipDrain = false
-			}
-		}
+		m.byComponent = true
+		m.skipDrain = m.componentsRunning() == 1 // by itself, not yet marked: no other serves
 	} else if joined != nil {
 		m.triggered = append(m.triggered, joined)
 	}
@@ -481,7 +479,14 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 
 // ignorable reports whether the plain error of a component that did not
 // start the shutdown means a clean stop of a shutdown with the given cause.
-func ignorable(err, cause error) bool {
+// An Is or Unwrap method that panics (on a typed nil pointer, say) makes
+// the error count as a failure.
+func ignorable(err, cause error) (clean bool) {
+	defer func() {
+		if recover() != nil {
+			clean = false
+		}
+	}()
 	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cause)
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -206,19 +208,137 @@ main.helper()
 created by main.flush in goroutine 7
 	/home/me/My Projects/svc/main.go:11 +0x30
 `
-	own := []string{fork + "(*task).run", fork + "(*runner).runHook.func", fork + "(*Manager).startComponent.func"}
-	got := parseStacks(text, own)
+	got := parseStacks(text, fork)
 	want := []goroutine{
-		{id: 7, parent: 6, frames: "main.flush\n\t/home/me/My Projects/svc/main.go:12\nmain.(*DB).Close\n\t/home/me/My Projects/svc/db.go:40\n"},
+		{id: 7, parent: 6, library: true, frames: "main.flush\n\t/home/me/My Projects/svc/main.go:12\nmain.(*DB).Close\n\t/home/me/My Projects/svc/db.go:40\n"},
 		{id: 9, parent: 7, frames: "main.helper\n\t/home/me/My Projects/svc/main.go:30\n"},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("parseStacks() =\n%+v\nwant\n%+v", got, want)
 	}
-	// The prefixes the library uses are its own functions' names.
-	for _, f := range ownFrames {
-		if !strings.HasPrefix(f, "github.com/gracefulgo/shutdown.") {
-			t.Errorf("ownFrames has %q, want this package's functions", f)
+	// The prefix the library uses is its own functions' package.
+	if pkgPrefix != "github.com/gracefulgo/shutdown." {
+		t.Errorf("pkgPrefix = %q, want this package's path", pkgPrefix)
+	}
+}
+
+// parked blocks on ch with n frames above it, like a service's goroutine
+// (a connection's reader, a worker) waiting deep in its call stack.
+func parked(n int, ch chan struct{}) {
+	if n == 0 {
+		<-ch
+		return
+	}
+	parked(n-1, ch)
+}
+
+// stopTheWorldPauses counts the non-GC stop-the-world pauses so far.
+func stopTheWorldPauses() uint64 {
+	s := []metrics.Sample{{Name: "/sched/pauses/total/other:seconds"}}
+	metrics.Read(s)
+	var n uint64
+	for _, c := range s[0].Value.Float64Histogram().Counts {
+		n += c
+	}
+	return n
+}
+
+// WithTimeout documents that Wait returns within the budget plus at most 4
+// stack captures, "each stopping the world for about 7ms per 1,000
+// goroutines". In a service with a few thousand goroutines, one abandoned
+// hook must then cost one stop of the world, not one per doubling of a
+// 64 KiB buffer (each a full dump of every goroutine).
+func TestAbandonedHookStopsTheWorldOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		service := make(chan struct{})
+		defer close(service)
+		for range 2000 {
+			go parked(30, service)
+		}
+		m := newTest(WithTimeout(10 * time.Second))
+		release := make(chan struct{})
+		defer close(release)
+		m.Add("stuck", func(context.Context) error { <-release; return nil }, Timeout(time.Second))
+		synctest.Wait()
+		before := stopTheWorldPauses()
+		m.Trigger()
+		err := m.Wait()
+		pauses := stopTheWorldPauses() - before
+		if !errors.Is(err, ErrTimeout) {
+			t.Fatalf("Wait() = %v, want ErrTimeout", err)
+		}
+		if pauses > 2 {
+			t.Errorf("one abandoned hook stopped the world %d times, want 1 (each stop formats all 2,000 goroutines)", pauses)
+		}
+	})
+}
+
+// closeListener and drainIdleConns are the two members of a Concurrent set;
+// the first adds the second once it runs (DESIGN: a late hook whose set is
+// running joins it). Both ignore their context.
+func closeListener(m *Manager, release chan struct{}) Hook {
+	return func(context.Context) error {
+		m.Add("idle-conns", drainIdleConns(release), Concurrent("conns"))
+		<-release
+		return nil
+	}
+}
+
+func drainIdleConns(release chan struct{}) Hook {
+	return func(context.Context) error {
+		<-release
+		return nil
+	}
+}
+
+// The stack of the abandoned "listener" hook names its own goroutine and the
+// goroutines it started, not another hook's, and none of the library's
+// frames (DESIGN "What bad input and faults get").
+func TestStackOfHookExcludesTheHookItAdded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		m := newTest(WithTimeout(10 * time.Second))
+		m.Add("listener", closeListener(m, release), Concurrent("conns"))
+		m.Trigger()
+		err := m.Wait()
+		var listener []byte
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if he := (*HookError)(nil); errors.As(e, &he) && he.Name == "listener" {
+				listener = he.Stack
+			}
+		}
+		if !bytes.Contains(listener, []byte("closeListener")) {
+			t.Fatalf("Wait() = %v; want listener's stack, got:\n%s", err, listener)
+		}
+		var named []string
+		for _, other := range []string{"drainIdleConns", "(*runner).runHook", "errgroup"} {
+			if bytes.Contains(listener, []byte(other)) {
+				named = append(named, other)
+			}
+		}
+		if len(named) > 0 {
+			t.Errorf("stack of hook listener names %q:\n%s", named, listener)
+		}
+	})
+}
+
+// A hook abandoned before its goroutine has run (a hook reached in the last
+// moments of the budget, or with a tiny Timeout) has no user frames yet. Its
+// Stack must not name other goroutines: not the test's, not main's.
+func TestStackOfHookAbandonedBeforeItRanNamesNoOtherGoroutine(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for range 20 {
+		m := newTest()
+		m.Add("tiny", func(ctx context.Context) error { <-ctx.Done(); return nil }, Timeout(1))
+		m.Trigger()
+		err := m.Wait()
+		var he *HookError
+		if !errors.As(err, &he) || !errors.Is(err, ErrTimeout) {
+			continue // the hook's goroutine ran first this time
+		}
+		if bytes.Contains(he.Stack, []byte("testing.")) || bytes.Contains(he.Stack, []byte("TestStackOfHookAbandoned")) {
+			t.Fatalf("Stack of the abandoned hook names other goroutines (the test runner's):\n%s", he.Stack)
 		}
 	}
 }
