@@ -145,3 +145,40 @@ func TestLaterSignalWithoutForceExitIsLogged(t *testing.T) {
 		}
 	})
 }
+
+// A hook that overran its Timeout is abandoned, then returns a little
+// later; the next hook is still running when the operator sends a second
+// SIGTERM. The forced exit's record lists "the hooks still running" (DESIGN
+// step 7): db, not flush, which has returned.
+func TestSecondSignalNamesOnlyHooksStillRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan chan<- os.Signal, 1)
+		exited := make(chan int, 1)
+		var logs logBuffer
+		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }},
+			WithLogger(logs.logger(slog.LevelInfo)), WithTimeout(20*time.Second))
+		flushDone, dbDone := make(chan struct{}), make(chan struct{})
+		m.Add("db", func(context.Context) error { <-dbDone; return nil })
+		m.Add("flush", func(context.Context) error { <-flushDone; return nil }, Timeout(time.Second))
+		sigs := <-got
+		sigs <- syscall.SIGTERM
+		time.Sleep(2 * time.Second) // fake time: flush is abandoned at 1s, db runs
+		close(flushDone)            // flush returns, late
+		synctest.Wait()
+		sigs <- syscall.SIGTERM
+		if code := <-exited; code != 143 {
+			t.Errorf("exit code = %d, want 143", code)
+		}
+		synctest.Wait()
+		l := logs.String()
+		i := strings.Index(l, "second signal")
+		if i < 0 || !strings.Contains(l[i:], "running.hook=db") {
+			t.Fatalf("second signal's record does not name db:\n%s", l)
+		}
+		if strings.Contains(l[i:], "running.hook=flush") {
+			t.Errorf("second signal's record names flush, which returned before it:\n%s", l[i:])
+		}
+		close(dbDone)
+		m.Wait()
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -302,6 +303,11 @@ func (r *runner) runHook(e entry) {
 		// Matched here, on the hook's goroutine: errors.Is calls the
 		// user's methods, which must not hold the goroutine keeping time.
 		res.timeout = !res.panic && ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded)
+		// No longer running, even if abandoned already: a second signal's
+		// record lists only the hooks that are still stuck.
+		m.mu.Lock()
+		m.running = slices.DeleteFunc(m.running, func(rt *task) bool { return rt == t })
+		m.mu.Unlock()
 		out <- res
 	})
 	timer := time.NewTimer(bound.Sub(t.start))
@@ -314,17 +320,9 @@ func (r *runner) runHook(e entry) {
 		if res.timeout {
 			herr.outcome = timedOut
 		}
-		m.mu.Lock()
-		for i, rt := range m.running {
-			if rt == t {
-				m.running = append(m.running[:i], m.running[i+1:]...)
-				break
-			}
-		}
-		m.mu.Unlock()
 	case <-timer.C:
 		// Abandoned: its goroutine keeps running, and stays listed as
-		// running for a second signal's record.
+		// running for a second signal's record until it returns.
 		herr = &HookError{Name: e.name, Err: ErrTimeout, outcome: timedOut, Stack: r.capture(t)[t]}
 	}
 	if herr != nil {
