@@ -261,7 +261,7 @@ func TestGoLateIsLoggedNotRun(t *testing.T) {
 		}); !slices.Equal(got, []string{"in-drain"}) {
 			t.Errorf("components ran %v, want [in-drain]", got)
 		}
-		logs.waitFor(t, `level=ERROR msg="shutdown: component started after hooks began; not run" component=too-late`)
+		logs.waitFor(t, `level=ERROR msg="shutdown: component started after the hooks' start; not run" component=too-late`)
 	})
 }
 
@@ -294,7 +294,7 @@ func TestStopBeforeShutdownEndsTheManager(t *testing.T) {
 	m.Trigger()
 	m.Add("late", func(context.Context) error { t.Error("late hook ran"); return nil })
 	m.Go("late", func(context.Context) error { t.Error("late component ran"); return nil })
-	logs.waitFor(t, "Trigger after Stop", "hook added after Stop; not run", "component started after hooks began; not run")
+	logs.waitFor(t, "Trigger after Stop", "hook added after Stop; not run", "component started after Stop; not run")
 	select {
 	case <-m.Stopping():
 		t.Error("Stopping() closed by Stop, want it open: no shutdown started")

@@ -34,7 +34,7 @@ type config struct {
 type signalsOption []os.Signal
 
 // WithSignals sets the signals that start shutdown. It defaults to SIGTERM
-// and SIGINT; with no signals, only [Manager.Trigger] (or Run's function
+// and SIGINT; with no signals, only [Manager.Trigger] (or a component
 // returning) starts it. It panics on a nil signal, and on SIGKILL or SIGSTOP,
 // which no process can catch.
 func WithSignals(sigs ...os.Signal) Option {

@@ -117,16 +117,16 @@ func (c *component) row(start time.Time) HookReport {
 
 // startComponent runs fn as a component, unless hooks have started; it
 // reports whether it did.
-func (m *Manager) startComponent(name string, k kind, fn func(context.Context) error) bool {
+func (m *Manager) startComponent(name string, k kind, fn func(context.Context) error) (state, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.state >= hooking {
-		return false
+		return m.state, false
 	}
 	c := &component{task: task{name: name, kind: k, start: time.Now()}, ended: make(chan struct{})}
 	m.comps = append(m.comps, c)
 	go c.run(func() error { return fn(m.ctx) }, func(res result) { m.componentReturned(c, res) })
-	return true
+	return m.state, true
 }
 
 // componentReturned records a component's end and, before shutdown, starts
@@ -328,7 +328,7 @@ func (r *runner) runHook(e entry) {
 	if herr != nil {
 		herr.limit, herr.byBudget = limit, byBudget
 	}
-	r.record(t, e.set, herr, time.Now(), limit)
+	r.record(t, e.set, herr, time.Now(), bound.Sub(t.start))
 }
 
 // awaitComponents waits for the components that AfterRun hooks wait for,
@@ -401,7 +401,8 @@ func (r *runner) capture(ts ...*task) map[*task][]byte {
 	return stacks(ts...)
 }
 
-// record stores a hook's end, its report row and its error, and logs it.
+// record stores a hook's end, its report row and its error, and logs it;
+// limit is the time the hook had, for the warning near its bound.
 func (r *runner) record(t *task, set string, herr *HookError, end time.Time, limit time.Duration) {
 	row := HookReport{Name: t.name, Set: set, Start: t.start.Sub(r.start), Elapsed: end.Sub(t.start), Outcome: "ok"}
 	if herr != nil {
@@ -429,7 +430,11 @@ func (m *Manager) logEnd(t *task, herr *HookError, elapsed, limit time.Duration)
 		if len(herr.Stack) > 0 {
 			attrs = append(attrs, slog.String("stack", string(herr.Stack)))
 		}
-		m.log(slog.LevelError, "shutdown: "+t.kind.key()+" failed", attrs...)
+		msg := "shutdown: " + t.kind.key() + " failed"
+		if herr.outcome == skipped {
+			msg = "shutdown: hook skipped"
+		}
+		m.log(slog.LevelError, msg, attrs...)
 	case limit > 0 && elapsed >= limit/5*4:
 		// Close to its bound: the next deploy may cross it.
 		m.log(slog.LevelWarn, "shutdown: hook finished close to its bound", who,

@@ -16,9 +16,9 @@
 //  4. Hooks run last added first, one at a time ([Concurrent] sets run
 //     together), each bounded by its [Timeout] and by the budget
 //     ([WithTimeout]); a hook still running at its bound is abandoned.
-//  5. [Manager.Wait] returns, once every component has returned, one error
-//     that names every hook and component that failed, timed out, panicked
-//     or was skipped.
+//  5. [Manager.Wait] returns, once every component has returned or been
+//     abandoned at the end of the budget, one error that names every hook
+//     and component that failed, timed out, panicked or was skipped.
 //
 // A second signal during shutdown exits at once with code 128+n (see
 // [WithForceExit]). The README has a picture of the sequence and a guide to
@@ -51,7 +51,7 @@ const (
 )
 
 func (s state) String() string {
-	return [...]string{"idle", "draining", "hooking", "shutdown finished", "Stop"}[s]
+	return [...]string{"idle", "the drain delay", "the hooks' start", "the last hook ended", "Stop"}[s]
 }
 
 // A Manager coordinates one process's shutdown: it listens for signals,
@@ -286,8 +286,9 @@ func (m *Manager) begin(cause, joined error, by *component) bool {
 // is closed, [Manager.Wait] and [Manager.Run] return nil (Run without
 // calling its function), [Manager.Context] is cancelled with the cause
 // "shutdown: stopped", no hook runs, and a later Trigger, Add or Go only
-// logs; [Manager.Stopping] stays open. Use it to release a Manager that a
-// failed constructor made. After a shutdown has started, Stop only stops
+// logs; [Manager.Stopping] stays open. Components already running are not
+// waited for, and their errors are dropped: Stop is for a Manager that will
+// not be used, such as one that a failed constructor made. After a shutdown has started, Stop only stops
 // catching signals (so a second signal no longer forces an exit) and the
 // shutdown runs on.
 func (m *Manager) Stop() {
@@ -347,7 +348,7 @@ func (m *Manager) Wait() error {
 
 // Go starts fn(m.Context()) on a goroutine of its own, at once, as a
 // component: a long-lived part of the service, such as a server or a queue
-// consumer. As with [errgroup.Group.Go], the first to return stops the
+// consumer. As with oklog/run's actors, the first to return stops the
 // others, nil included: a component that returns before shutdown has
 // started starts it, with the cause `shutdown: component "name" returned`
 // (wrapping its error), and its error enters the result. During shutdown,
@@ -370,8 +371,8 @@ func (m *Manager) Go(name string, fn func(ctx context.Context) error) {
 	if fn == nil {
 		panic(fmt.Sprintf("shutdown: Go(%q): fn is nil", name))
 	}
-	if !m.startComponent(name, isComponent, fn) {
-		m.log(slog.LevelError, "shutdown: component started after hooks began; not run", slog.String("component", name))
+	if st, ok := m.startComponent(name, isComponent, fn); !ok {
+		m.log(slog.LevelError, "shutdown: component started after "+st.String()+"; not run", slog.String("component", name))
 	}
 }
 
@@ -573,7 +574,7 @@ func logger(l *slog.Logger) *slog.Logger {
 // notifySystemd sends state to systemd's notification socket, as
 // sd_notify(3) does, when NOTIFY_SOCKET is set: a path, or an abstract
 // socket starting with '@'. Without NOTIFY_SOCKET it does nothing. A full
-// socket queue makes the write fail after a few milliseconds, never block.
+// socket queue makes the write give up after 10ms rather than block.
 func notifySystemd(state string) error {
 	path := os.Getenv("NOTIFY_SOCKET")
 	if path == "" {

@@ -725,7 +725,7 @@ func TestAddAfterFinishIsLogged(t *testing.T) {
 	m.Trigger()
 	m.Wait()
 	m.Add("too-late", func(context.Context) error { t.Error("late hook ran"); return nil })
-	logs.waitFor(t, `level=ERROR msg="shutdown: hook added after shutdown finished; not run" hook=too-late`)
+	logs.waitFor(t, `level=ERROR msg="shutdown: hook added after the last hook ended; not run" hook=too-late`)
 }
 
 func TestBadInputPanics(t *testing.T) {
