@@ -50,15 +50,18 @@ import (
 // request's own context is cancelled only when the server closes, so that
 // the requests in flight finish. Such a hijacked connection is the
 // server's, wrapped so that its Close is seen; its NetConn method returns
-// the server's own (a *net.TCPConn, say). Connections hijacked on routes
-// that Handler does not wrap are not tracked (net/http forgets a connection
-// once it is hijacked), and on a server without HTTPServer, Handler tracks
-// and closes nothing.
+// the server's own (a *net.TCPConn, say). A Hijack that panics (a router's
+// writer over HTTP/2) is not counted as under way: the panic goes on up.
+// Connections hijacked on routes that Handler does not wrap are not
+// tracked (net/http forgets a connection once it is hijacked), and on a
+// server without HTTPServer, Handler tracks and closes nothing.
 //
 // The ResponseWriter that h sees has an Unwrap method, so
 // [http.ResponseController] reaches the server's own; it implements
-// [http.Flusher] and [io.ReaderFrom] always, and [http.Hijacker] when the
-// server's does (HTTP/1.x). It panics if h is nil.
+// [http.Flusher] and [io.ReaderFrom] always, [http.Hijacker] when the
+// writer Handler gets, or one it wraps (found through Unwrap, as
+// ResponseController finds it), can hijack (HTTP/1.x), and [http.Pusher]
+// when the writer Handler gets can push (HTTP/2). It panics if h is nil.
 func (m *Manager) Handler(h http.Handler) http.Handler {
 	if h == nil {
 		panic("shutdown: Handler: h is nil")
@@ -68,12 +71,26 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// context.Context, to which m.Context() can be given. One way to ask.
 	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// One wrapper type per combination, so that a type assertion on
+		// what h sees answers as it would on w: the HTTP/1.x writer
+		// hijacks, the HTTP/2 writer pushes, a middleware's writer may do
+		// both. Still one allocation per request (BenchmarkHandler).
+		_, pushes := w.(http.Pusher)
 		var dw *drainWriter
-		if _, ok := w.(http.Hijacker); ok {
-			dh := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
-			dw = &dh.drainWriter
-			h.ServeHTTP(dh, r)
-		} else {
+		switch hijacks := canHijack(w); {
+		case hijacks && pushes:
+			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		case hijacks:
+			d := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		case pushes:
+			d := &drainPusher{drainWriter{ResponseWriter: w, stopping: stopping}}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		default:
 			dw = &drainWriter{ResponseWriter: w, stopping: stopping}
 			h.ServeHTTP(dw, r)
 		}
@@ -149,10 +166,28 @@ func (w *drainWriter) FlushError() error {
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// drainHijacker is a drainWriter over a writer that can be hijacked; a
-// separate type, so that w.(http.Hijacker) stays false over HTTP/2, as it
-// is without Handler. http.ResponseController.Hijack finds its Hijack
-// before it tries Unwrap, so both ways of hijacking come through here.
+// canHijack reports whether w, or a writer that it wraps, is an
+// [http.Hijacker], found through Unwrap as [http.ResponseController] finds
+// it: middleware written for ResponseController adds only Unwrap, and a
+// handler behind it hijacks through the controller.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		switch v := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// drainHijacker is a drainWriter over a writer that can be hijacked, itself
+// or through Unwrap; a separate type, so that w.(http.Hijacker) stays false
+// over HTTP/2, as it is without Handler. http.ResponseController.Hijack
+// finds its Hijack before it tries Unwrap, so both ways of hijacking come
+// through here.
 type drainHijacker struct {
 	drainWriter
 	r *http.Request // to find the server, only if the handler hijacks
@@ -165,18 +200,47 @@ func (w *drainHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			t = v.(*connTracker)
 		}
 	}
+	rc := http.NewResponseController(w.ResponseWriter)
 	if t == nil {
-		return w.ResponseWriter.(http.Hijacker).Hijack()
+		return rc.Hijack()
 	}
 	// The server reports StateHijacked, and the connection leaves the
 	// tracker's list, inside Hijack: counting the hijack as under way
 	// before it keeps the drain from seeing nothing open in between.
 	t.hijackStarts()
-	c, rw, err := w.ResponseWriter.(http.Hijacker).Hijack()
+	// A Hijack that panics (a router's writer that asserts http.Hijacker
+	// over HTTP/2, say) must not leave the count up, or the drain waits
+	// for its deadline. The deferred call does not recover: the panic goes
+	// on to the caller with its own stack.
+	ended := false
+	defer func() {
+		if !ended {
+			t.hijackEnds(nil, errors.ErrUnsupported)
+		}
+	}()
+	c, rw, err := rc.Hijack()
+	ended = true
 	if err == nil {
 		w.hijacked = true
 	}
 	return t.hijackEnds(c, err), rw, err
+}
+
+// drainPusher is a drainWriter over a writer that can push (HTTP/2):
+// [http.ResponseController] has no Push, so a handler finds it only with
+// w.(http.Pusher).
+type drainPusher struct{ drainWriter }
+
+func (w *drainPusher) Push(target string, opts *http.PushOptions) error {
+	return w.ResponseWriter.(http.Pusher).Push(target, opts)
+}
+
+// drainHijackPusher is a drainHijacker over a writer that can also push, as
+// some middleware writers declare both.
+type drainHijackPusher struct{ drainHijacker }
+
+func (w *drainHijackPusher) Push(target string, opts *http.PushOptions) error {
+	return w.ResponseWriter.(http.Pusher).Push(target, opts)
 }
 
 // hijackedConn is a connection hijacked through Handler on a server that
@@ -251,15 +315,16 @@ func (t *connTracker) hijackStarts() {
 
 func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.hijacking--
-	if err == nil {
-		hc := &hijackedConn{Conn: c, t: t}
-		t.hijacked[hc] = struct{}{}
-		c = hc
-	}
 	t.changed()
-	return c
+	if err != nil {
+		t.mu.Unlock()
+		return c
+	}
+	hc := &hijackedConn{Conn: c, t: t}
+	t.hijacked[hc] = struct{}{}
+	t.mu.Unlock()
+	return hc
 }
 
 func (t *connTracker) hijackedClosed(c *hijackedConn) {

@@ -272,3 +272,110 @@ func TestHandlerTracksHijacksPerServer(t *testing.T) {
 	}
 	close(release)
 }
+
+// unwrapOnly is middleware written the way Go 1.20's ResponseController
+// asks: its writer adds Unwrap and none of the optional interfaces, so
+// handlers reach Hijack and Flush through http.ResponseController.
+func unwrapOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(statusWriter{w}, r)
+	})
+}
+
+type statusWriter struct{ http.ResponseWriter }
+
+func (w statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware checks that
+// Handler inside middleware whose writer has only Unwrap still tracks a
+// connection hijacked through http.ResponseController, as gorilla/websocket
+// hijacks: the application never closes it, so the hook closes it at its
+// deadline and counts it.
+func TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware(t *testing.T) {
+	m := newTest()
+	ended := make(chan struct{})
+	srv := &http.Server{Handler: unwrapOnly(m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+		defer close(ended)
+		io.Copy(io.Discard, r) // until the connection is closed
+	})))}
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	c, err := net.Dial("tcp", serve(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closing it ends the handler's copy, should the hook not have.
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	br := dialUpgraded(t, c)
+	m.Trigger()
+	err = m.Wait()
+	var he *HookError
+	const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
+	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
+		// Untracked, the connection is still open: reading it would
+		// wait for the hang guard.
+		t.Fatalf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("hijacked connection after the hook: Read() = %d, %v; want 0, EOF (closed by the hook)", n, err)
+	}
+	<-ended
+}
+
+// ginStyleWriter is the ResponseWriter of routers such as gin: it always
+// has a Hijack method, which asserts that the writer it wraps can hijack,
+// and so panics over HTTP/2.
+type ginStyleWriter struct{ http.ResponseWriter }
+
+func (w ginStyleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
+
+// recovering is the router's recovery middleware: a handler's panic
+// becomes a 500.
+func recovering(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if recover() != nil {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(ginStyleWriter{w}, r)
+	})
+}
+
+// TestHTTPServerDrainsAfterHijackPanicked checks a WebSocket route, wrapped
+// by Handler inside a gin-style router, that gets a request over HTTP/2
+// (h2c): the upgrade's Hijack panics in the router's writer and the router
+// recovers with a 500. Nothing is hijacked and nothing stays open, so the
+// hook returns nil once the HTTP/2 connection has closed after GOAWAY
+// (about 1 s), within its 5 s timeout, rather than wait for its deadline.
+func TestHTTPServerDrainsAfterHijackPanicked(t *testing.T) {
+	m := newTest()
+	ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := w.(http.Hijacker); ok {
+			h.Hijack() // panics: HTTP/2 has no hijacking
+		}
+	})
+	srv := &http.Server{Handler: recovering(m.Handler(ws)), Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	m.Add("http", HTTPServer(srv), Timeout(5*time.Second))
+	addr := serve(t, srv)
+
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get("http://" + addr + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || resp.ProtoMajor != 2 {
+		t.Fatalf("GET /ws: %s %s, want HTTP/2.0 500", resp.Proto, resp.Status)
+	}
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+}

@@ -315,6 +315,44 @@ func TestHandlerWriterInterfaces(t *testing.T) {
 	}
 }
 
+// TestHandlerKeepsPusherOverHTTP2 checks that Handler does not take away
+// what the server's ResponseWriter offers over HTTP/2 with TLS: Go's HTTP/2
+// writer implements http.Pusher, and http.ResponseController has no Push,
+// so a handler can only find it with w.(http.Pusher). Over HTTP/1.1 the
+// writer cannot push, behind Handler or not.
+func TestHandlerKeepsPusherOverHTTP2(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	probe := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, ok := w.(http.Pusher)
+		fmt.Fprintf(w, "%s pusher=%v", r.Proto, ok)
+	})
+	for _, tc := range []struct {
+		name string
+		h    http.Handler
+	}{{"plain", probe}, {"Handler", m.Handler(probe)}} {
+		for _, h2 := range []bool{true, false} {
+			ts := httptest.NewUnstartedServer(tc.h)
+			ts.EnableHTTP2 = h2
+			ts.StartTLS()
+			resp, err := ts.Client().Get(ts.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ts.Close()
+			want := "HTTP/1.1 pusher=false"
+			if h2 {
+				want = "HTTP/2.0 pusher=true"
+			}
+			if got := string(b); got != want {
+				t.Errorf("%s: handler saw %q, want %q", tc.name, got, want)
+			}
+		}
+	}
+}
+
 // TestHandlerKeepsUpgrade checks that a 101 response keeps its
 // "Connection: Upgrade" during shutdown, and that 1xx informational
 // responses leave the final header to be marked.
