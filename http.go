@@ -50,7 +50,9 @@ import (
 // request's own context is cancelled only when the server closes, so that
 // the requests in flight finish. Such a hijacked connection is the
 // server's, wrapped so that its Close is seen; its NetConn method returns
-// the server's own (a *net.TCPConn, say). A Hijack that panics (a router's
+// the server's own (a *net.TCPConn, say), and it keeps that connection's
+// ReadFrom and WriteTo (splice for tunnels) and, when it has one,
+// CloseWrite (a proxy's half-close). A Hijack that panics (a router's
 // writer over HTTP/2) is not counted as under way: the panic goes on up.
 // Connections hijacked on routes that Handler does not wrap are not
 // tracked (net/http forgets a connection once it is hijacked), and on a
@@ -265,6 +267,38 @@ func (c *hijackedConn) Close() error {
 // closing it directly is not seen by HTTPServer until its deadline.
 func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 
+// ReadFrom keeps the server's connection's own ReadFrom (splice(2) and
+// sendfile(2) on a *net.TCPConn) for io.Copy into a tunnel.
+func (c *hijackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
+}
+
+// WriteTo keeps the server's connection's own WriteTo (splice(2) on a
+// *net.TCPConn) for io.Copy out of a tunnel.
+func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.Conn.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, c.Conn)
+}
+
+// halfCloser is a connection that can close its writing side alone
+// (*net.TCPConn, *net.UnixConn, *tls.Conn).
+type halfCloser interface{ CloseWrite() error }
+
+// hijackedHalfCloser is a hijackedConn over a halfCloser: a separate type,
+// so that a tunnel asking c.(interface{ CloseWrite() error }) gets the
+// answer the server's connection would give. A proxy passes the client's
+// half-close on with it.
+type hijackedHalfCloser struct{ *hijackedConn }
+
+// CloseWrite closes the writing side of the connection; only Close ends it
+// for HTTPServer.
+func (c hijackedHalfCloser) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+
 // connTracker follows one server's connections, through the ConnState
 // callback that HTTPServer chains onto it, and the connections hijacked
 // through Handler on it.
@@ -324,6 +358,9 @@ func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 	hc := &hijackedConn{Conn: c, t: t}
 	t.hijacked[hc] = struct{}{}
 	t.mu.Unlock()
+	if _, ok := c.(halfCloser); ok {
+		return hijackedHalfCloser{hc}
+	}
 	return hc
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -377,5 +378,66 @@ func TestHTTPServerDrainsAfterHijackPanicked(t *testing.T) {
 	m.Trigger()
 	if err := m.Wait(); err != nil {
 		t.Errorf("Wait() = %v, want nil", err)
+	}
+}
+
+// TestHandlerHijackedConnKeepsHalfClose checks that a connection hijacked
+// through Handler, on a server that HTTPServer drains, still offers what
+// the server's own connection offers to a tunnel (CONNECT proxies,
+// WebSocket proxies): CloseWrite, to pass on a half-close, and ReadFrom /
+// WriteTo, for splice(2) between two sockets. Without Handler the
+// hijacked *net.TCPConn has all three. The half-close must reach the
+// client while the connection stays open for reading.
+func TestHandlerHijackedConnKeepsHalfClose(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	probe := func(report chan<- string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				report <- err.Error()
+				return
+			}
+			defer c.Close()
+			cw, hasCW := c.(interface{ CloseWrite() error })
+			_, rf := c.(io.ReaderFrom)
+			_, wt := c.(io.WriterTo)
+			report <- fmt.Sprintf("CloseWrite=%v ReadFrom=%v WriteTo=%v", hasCW, rf, wt)
+			if !hasCW {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+			cw.CloseWrite()
+			// Still open for reading: the client's line comes through.
+			line, _ := brw.ReadString('\n')
+			report <- line
+		})
+	}
+	const want = "CloseWrite=true ReadFrom=true WriteTo=true"
+	for _, tc := range []struct {
+		name string
+		wrap func(http.Handler) http.Handler
+	}{{"plain", func(h http.Handler) http.Handler { return h }}, {"Handler", m.Handler}} {
+		report := make(chan string, 2)
+		srv := &http.Server{Handler: tc.wrap(probe(report))}
+		m.Add("http "+tc.name, HTTPServer(srv))
+		c, err := net.Dial("tcp", serve(t, srv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+		io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+		if got := <-report; got != want {
+			t.Errorf("%s: hijacked connection has %s, want %s", tc.name, got, want)
+			continue
+		}
+		if b, err := io.ReadAll(c); err != nil || !strings.HasSuffix(string(b), "\r\n\r\n") {
+			t.Errorf("%s: after the server's CloseWrite: read %q, %v; want the 200 and EOF", tc.name, b, err)
+		}
+		io.WriteString(c, "ping\n")
+		if got := <-report; got != "ping\n" {
+			t.Errorf("%s: server read %q after its CloseWrite, want ping", tc.name, got)
+		}
 	}
 }
