@@ -54,9 +54,11 @@ import (
 // ReadFrom and WriteTo (splice for tunnels) and, when it has one,
 // CloseWrite (a proxy's half-close). A Hijack that panics (a router's
 // writer over HTTP/2) is not counted as under way: the panic goes on up.
-// Connections hijacked on routes that Handler does not wrap are not
-// tracked (net/http forgets a connection once it is hijacked), and on a
-// server without HTTPServer, Handler tracks and closes nothing.
+// A Hijack that ends after the hook has closed what was open at its
+// deadline returns a connection already closed. Connections hijacked on
+// routes that Handler does not wrap are not tracked (net/http forgets a
+// connection once it is hijacked), and on a server without HTTPServer,
+// Handler tracks and closes nothing.
 //
 // The ResponseWriter that h sees has an Unwrap method, so
 // [http.ResponseController] reaches the server's own; it implements
@@ -318,6 +320,9 @@ type connTracker struct {
 	hijacking  int                        // Hijack calls under way through Handler
 	hijacked   map[*hijackedConn]struct{} // hijacked through Handler, not yet closed
 	wake       chan struct{}              // closed at the next change, while the hook waits
+	// pastDeadline: the hook has closed what was open at its deadline; a
+	// Hijack that ends after that closes its connection at once.
+	pastDeadline bool
 }
 
 // stateClosing marks a connection that the hook has closed itself, until
@@ -356,8 +361,16 @@ func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 		return c
 	}
 	hc := &hijackedConn{Conn: c, t: t}
-	t.hijacked[hc] = struct{}{}
+	late := t.pastDeadline
+	if !late {
+		t.hijacked[hc] = struct{}{}
+	}
 	t.mu.Unlock()
+	if late {
+		// The hook has closed what it knew of at its deadline and is gone:
+		// nobody else would close this one.
+		closeNow(c)
+	}
 	if _, ok := c.(halfCloser); ok {
 		return hijackedHalfCloser{hc}
 	}
@@ -413,7 +426,10 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // requests still running (their contexts are cancelled), closes the
 // hijacked connections still open, and reports [ErrTimeout] with what it
 // cut: "http server: closed 1 active connection and 3 hijacked connections
-// still open at the deadline".
+// still open at the deadline". It closes TLS connections' transports
+// first, so that no close_notify alert waits on a client that reads
+// nothing, and a Hijack through Handler that ends after the cut gets its
+// connection closed.
 //
 // Called on a server that already serves, it cannot know the connections
 // accepted before, and setting ConnState then races with the server: the
@@ -527,13 +543,25 @@ func closeNow(c net.Conn) {
 func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
 	t.mu.Lock()
 	trusted, active := t.seen && !t.late, 0
-	for _, st := range t.conns {
+	var secure []*tls.Conn
+	for c, st := range t.conns {
 		if st == http.StateActive {
 			active++
 		}
+		if tc, ok := c.(*tls.Conn); ok {
+			secure = append(secure, tc)
+		}
 	}
 	hijacked := slices.Collect(maps.Keys(t.hijacked))
+	t.pastDeadline = true
 	t.mu.Unlock()
+	// Close sends each TLS connection's close_notify alert under the
+	// server's lock, which blocks for up to five seconds per connection
+	// whose client reads nothing: close their transports first, so that
+	// the alerts fail at once, as closeNow does.
+	for _, tc := range secure {
+		tc.NetConn().Close()
+	}
 	cerr := s.Close()
 	cancel()
 	if shut != nil {

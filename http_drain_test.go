@@ -4,9 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -347,6 +353,77 @@ func TestHTTPServerClosesAtDeadline(t *testing.T) {
 	if err := <-clientErr; err == nil {
 		t.Error("client got a response from a request cut at the deadline")
 	}
+}
+
+// selfSigned returns TLS configurations for a server and a client that
+// trusts it, with a key made for the test.
+func selfSigned(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		DNSNames:     []string{"test"},
+		// Valid on testing/synctest's fake clock, which starts in 2000.
+		NotBefore: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:  time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return server, &tls.Config{RootCAs: roots, ServerName: "test"}
+}
+
+// TestHTTPServerClosesTLSConnectionOfClientThatReadsNothing checks, on a
+// fake clock and unbuffered pipes, the cut at the deadline of a TLS
+// connection whose client reads nothing: Close would send its close_notify
+// alert under the server's lock and wait five seconds for the client to
+// take it, past the hook's bound. The hook closes the transport first and
+// returns at its deadline with the count.
+func TestHTTPServerClosesTLSConnectionOfClientThatReadsNothing(t *testing.T) {
+	serverTLS, clientTLS := selfSigned(t)
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		entered := make(chan struct{})
+		srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-r.Context().Done() // cancelled when the connection is closed
+		}))}
+		m.Add("http", HTTPServer(srv), Timeout(time.Second))
+		ln := newPipeListener()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.Serve(tls.NewListener(ln, serverTLS))
+		}()
+		defer func() {
+			srv.Close()
+			<-done
+		}()
+		c := tls.Client(ln.dial(t), clientTLS)
+		defer c.NetConn().Close()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		<-entered
+		m.Trigger()
+		err := m.Wait()
+		var he *HookError
+		const want = "http server: closed 1 active connection still open at the deadline: context deadline exceeded"
+		if !errors.As(err, &he) || he.Err.Error() != want {
+			t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+		}
+	})
 }
 
 // TestHTTPServerWithoutHandler checks that a server without Handler is

@@ -441,3 +441,63 @@ func TestHandlerHijackedConnKeepsHalfClose(t *testing.T) {
 		}
 	}
 }
+
+// lateHijacker is middleware whose writer still has work to do after the
+// server has handed the connection over (wrapping it to count bytes, say):
+// it tells hijacked when the server's Hijack has returned, and returns the
+// connection only once release is closed.
+type lateHijacker struct {
+	http.ResponseWriter
+	hijacked chan<- struct{}
+	release  <-chan struct{}
+}
+
+func (w lateHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	close(w.hijacked)
+	<-w.release
+	return c, brw, err
+}
+
+// TestHTTPServerClosesConnectionHijackedAfterDeadline checks, on a fake
+// clock, a Hijack under way through Handler when the hook's deadline comes
+// and ending after it: the server has already let go of the connection,
+// so nothing but the hook could close it, and the hook has returned. The
+// connection is closed as the Hijack ends.
+func TestHTTPServerClosesConnectionHijackedAfterDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		hijacked, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("Hijack() = %v", err)
+				return
+			}
+			defer close(ended)
+			io.Copy(io.Discard, c) // until the connection is closed
+		}))
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(lateHijacker{w, hijacked, release}, r)
+		})}
+		m.Add("http", HTTPServer(srv), Timeout(time.Second))
+		c := servePipe(t, srv).dial(t)
+		defer c.Close()
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
+		<-hijacked
+		m.Trigger()
+		err := m.Wait()
+		var he *HookError
+		const want = "http server: closed at the deadline: context deadline exceeded"
+		if !errors.As(err, &he) || he.Err.Error() != want {
+			t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+		}
+		close(release)
+		c.SetReadDeadline(time.Now().Add(time.Hour)) // fake time: at once if nobody closes it
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("connection hijacked after the deadline: Read() = %d, %v; want 0, EOF", n, err)
+		}
+		c.Close() // ends the handler's copy, should the connection be open
+		<-ended
+	})
+}
