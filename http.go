@@ -315,7 +315,9 @@ type connTracker struct {
 	conns map[net.Conn]http.ConnState // seen from StateNew on, until closed or hijacked
 	// seen: a connection was reported from StateNew on. late: a state came
 	// for a connection never reported new, so HTTPServer was called after
-	// the server had started serving and may not know every connection.
+	// the server had started serving (a data race, see HTTPServer) and may
+	// not know every connection. Neither: s.ConnState was replaced after
+	// HTTPServer, or nothing connected.
 	seen, late bool
 	hijacking  int                        // Hijack calls under way through Handler
 	hijacked   map[*hijackedConn]struct{} // hijacked through Handler, not yet closed
@@ -431,11 +433,15 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // nothing, and a Hijack through Handler that ends after the cut gets its
 // connection closed.
 //
-// Called on a server that already serves, it cannot know the connections
-// accepted before, and setting ConnState then races with the server: the
-// hook is Shutdown, and Close at the deadline, as Shutdown documents, so it
-// returns up to half a second after the last response, or about five
-// seconds after it with silent connections open.
+// Call it before s serves: calling it on a server that already serves is a
+// data race, as it writes s.ConnState while the server's goroutines read
+// it, and [http.Server] offers no way to tell whether it serves nor to
+// change ConnState safely then (the race detector reports it). Where the
+// hook sees states of connections it did not see open, or none at all
+// (s.ConnState replaced after HTTPServer), it falls back to Shutdown, and
+// Close at the deadline, as Shutdown documents: it returns up to half a
+// second after the last response, or about five seconds after it with
+// silent connections open.
 //
 // [http.Server.Serve] and ListenAndServe return as soon as Shutdown starts,
 // so Run's function returning [http.ErrServerClosed] does not mean that the
@@ -585,7 +591,7 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	what := strings.Join(cut, " and ")
 	switch {
 	case !trusted && what != "":
-		// Called on a server that already served: it cannot count the rest.
+		// It did not see every connection open: it cannot count the rest.
 		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server and %s: %w", what, err)
 	case !trusted:
 		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server: %w", err)
