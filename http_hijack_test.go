@@ -386,58 +386,90 @@ func TestHTTPServerDrainsAfterHijackPanicked(t *testing.T) {
 // the server's own connection offers to a tunnel (CONNECT proxies,
 // WebSocket proxies): CloseWrite, to pass on a half-close, and ReadFrom /
 // WriteTo, for splice(2) between two sockets. Without Handler the
-// hijacked *net.TCPConn has all three. The half-close must reach the
-// client while the connection stays open for reading.
+// hijacked *net.TCPConn has all three; a net.Pipe connection has none,
+// and behind Handler it still has no CloseWrite (ReadFrom and WriteTo copy).
+// The tunnel sends with ReadFrom, half-closes, and receives with WriteTo
+// until the client's own half-close or close.
 func TestHandlerHijackedConnKeepsHalfClose(t *testing.T) {
 	m := newTest()
 	finish(t, m)
-	probe := func(report chan<- string) http.Handler {
+	const established = "HTTP/1.1 200 Connection established\r\n\r\n"
+	tunnel := func(report chan<- string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, brw, err := http.NewResponseController(w).Hijack()
+			c, _, err := http.NewResponseController(w).Hijack()
 			if err != nil {
 				report <- err.Error()
 				return
 			}
 			defer c.Close()
 			cw, hasCW := c.(interface{ CloseWrite() error })
-			_, rf := c.(io.ReaderFrom)
-			_, wt := c.(io.WriterTo)
-			report <- fmt.Sprintf("CloseWrite=%v ReadFrom=%v WriteTo=%v", hasCW, rf, wt)
-			if !hasCW {
+			rf, hasRF := c.(io.ReaderFrom)
+			wt, hasWT := c.(io.WriterTo)
+			report <- fmt.Sprintf("CloseWrite=%v ReadFrom=%v WriteTo=%v", hasCW, hasRF, hasWT)
+			if !hasRF || !hasWT {
 				return
 			}
-			io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-			cw.CloseWrite()
-			// Still open for reading: the client's line comes through.
-			line, _ := brw.ReadString('\n')
-			report <- line
+			if _, err := rf.ReadFrom(strings.NewReader(established)); err != nil {
+				report <- "ReadFrom: " + err.Error()
+				return
+			}
+			if hasCW {
+				cw.CloseWrite()
+			}
+			var got strings.Builder
+			if _, err := wt.WriteTo(&got); err != nil {
+				report <- "WriteTo: " + err.Error()
+				return
+			}
+			report <- got.String()
 		})
 	}
-	const want = "CloseWrite=true ReadFrom=true WriteTo=true"
 	for _, tc := range []struct {
 		name string
 		wrap func(http.Handler) http.Handler
-	}{{"plain", func(h http.Handler) http.Handler { return h }}, {"Handler", m.Handler}} {
+		pipe bool
+		want string
+	}{
+		{"TCP plain", func(h http.Handler) http.Handler { return h }, false, "CloseWrite=true ReadFrom=true WriteTo=true"},
+		{"TCP Handler", m.Handler, false, "CloseWrite=true ReadFrom=true WriteTo=true"},
+		{"pipe Handler", m.Handler, true, "CloseWrite=false ReadFrom=true WriteTo=true"},
+	} {
 		report := make(chan string, 2)
-		srv := &http.Server{Handler: tc.wrap(probe(report))}
+		srv := &http.Server{Handler: tc.wrap(tunnel(report))}
 		m.Add("http "+tc.name, HTTPServer(srv))
-		c, err := net.Dial("tcp", serve(t, srv))
-		if err != nil {
-			t.Fatal(err)
+		var c net.Conn
+		if tc.pipe {
+			c = servePipe(t, srv).dial(t)
+		} else {
+			var err error
+			if c, err = net.Dial("tcp", serve(t, srv)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
-		io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-		if got := <-report; got != want {
-			t.Errorf("%s: hijacked connection has %s, want %s", tc.name, got, want)
+		go io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+		if got := <-report; got != tc.want {
+			t.Errorf("%s: hijacked connection has %s, want %s", tc.name, got, tc.want)
 			continue
 		}
-		if b, err := io.ReadAll(c); err != nil || !strings.HasSuffix(string(b), "\r\n\r\n") {
-			t.Errorf("%s: after the server's CloseWrite: read %q, %v; want the 200 and EOF", tc.name, b, err)
+		b := make([]byte, len(established))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != established {
+			t.Errorf("%s: tunnel sent %q, %v; want %q", tc.name, b, err, established)
 		}
-		io.WriteString(c, "ping\n")
+		if tc.pipe {
+			io.WriteString(c, "ping\n")
+			c.Close()
+		} else {
+			// The server's half-close arrives as EOF, while it still reads.
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("%s: after the server's CloseWrite: Read() = %d, %v; want 0, EOF", tc.name, n, err)
+			}
+			io.WriteString(c, "ping\n")
+			c.(*net.TCPConn).CloseWrite()
+		}
 		if got := <-report; got != "ping\n" {
-			t.Errorf("%s: server read %q after its CloseWrite, want ping", tc.name, got)
+			t.Errorf("%s: tunnel received %q, want ping", tc.name, got)
 		}
 	}
 }
