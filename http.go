@@ -433,15 +433,15 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // nothing, and a Hijack through Handler that ends after the cut gets its
 // connection closed.
 //
-// Call it before s serves: calling it on a server that already serves is a
-// data race, as it writes s.ConnState while the server's goroutines read
-// it, and [http.Server] offers no way to tell whether it serves nor to
-// change ConnState safely then (the race detector reports it). Where the
-// hook sees states of connections it did not see open, or none at all
-// (s.ConnState replaced after HTTPServer), it falls back to Shutdown, and
-// Close at the deadline, as Shutdown documents: it returns up to half a
-// second after the last response, or about five seconds after it with
-// silent connections open.
+// Calling it on a server that already serves is misuse, a data race: it
+// writes s.ConnState while the server's goroutines read it, and
+// [http.Server] offers no way to tell whether it serves nor to change
+// ConnState safely then (the race detector reports it). Where the hook has
+// not seen every connection open (after such a call, or with s.ConnState
+// replaced after HTTPServer), it falls back to Shutdown, and Close at the
+// deadline, as Shutdown documents: it returns up to half a second after
+// the last response, or about five seconds after it with silent
+// connections open.
 //
 // [http.Server.Serve] and ListenAndServe return as soon as Shutdown starts,
 // so Run's function returning [http.ErrServerClosed] does not mean that the
