@@ -50,15 +50,22 @@ import (
 // request's own context is cancelled only when the server closes, so that
 // the requests in flight finish. Such a hijacked connection is the
 // server's, wrapped so that its Close is seen; its NetConn method returns
-// the server's own (a *net.TCPConn, say). Connections hijacked on routes
-// that Handler does not wrap are not tracked (net/http forgets a connection
-// once it is hijacked), and on a server without HTTPServer, Handler tracks
-// and closes nothing.
+// the server's own (a *net.TCPConn, say), and it keeps that connection's
+// ReadFrom and WriteTo (splice for tunnels) and, when it has one,
+// CloseWrite (a proxy's half-close). A Hijack that panics (a router's
+// writer over HTTP/2) is not counted as under way: the panic goes on up.
+// A Hijack that ends after the hook has closed what was open at its
+// deadline returns a connection already closed. Connections hijacked on
+// routes that Handler does not wrap are not tracked (net/http forgets a
+// connection once it is hijacked), and on a server without HTTPServer,
+// Handler tracks and closes nothing.
 //
 // The ResponseWriter that h sees has an Unwrap method, so
 // [http.ResponseController] reaches the server's own; it implements
-// [http.Flusher] and [io.ReaderFrom] always, and [http.Hijacker] when the
-// server's does (HTTP/1.x). It panics if h is nil.
+// [http.Flusher] and [io.ReaderFrom] always, [http.Hijacker] when the
+// writer Handler gets, or one it wraps (found through Unwrap, as
+// ResponseController finds it), can hijack (HTTP/1.x), and [http.Pusher]
+// when the writer Handler gets can push (HTTP/2). It panics if h is nil.
 func (m *Manager) Handler(h http.Handler) http.Handler {
 	if h == nil {
 		panic("shutdown: Handler: h is nil")
@@ -68,12 +75,26 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// context.Context, to which m.Context() can be given. One way to ask.
 	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// One wrapper type per combination, so that a type assertion on
+		// what h sees answers as it would on w: the HTTP/1.x writer
+		// hijacks, the HTTP/2 writer pushes, a middleware's writer may do
+		// both. Still one allocation per request (BenchmarkHandler).
+		_, pushes := w.(http.Pusher)
 		var dw *drainWriter
-		if _, ok := w.(http.Hijacker); ok {
-			dh := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
-			dw = &dh.drainWriter
-			h.ServeHTTP(dh, r)
-		} else {
+		switch hijacks := canHijack(w); {
+		case hijacks && pushes:
+			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		case hijacks:
+			d := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		case pushes:
+			d := &drainPusher{drainWriter{ResponseWriter: w, stopping: stopping}}
+			dw = &d.drainWriter
+			h.ServeHTTP(d, r)
+		default:
 			dw = &drainWriter{ResponseWriter: w, stopping: stopping}
 			h.ServeHTTP(dw, r)
 		}
@@ -149,10 +170,28 @@ func (w *drainWriter) FlushError() error {
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// drainHijacker is a drainWriter over a writer that can be hijacked; a
-// separate type, so that w.(http.Hijacker) stays false over HTTP/2, as it
-// is without Handler. http.ResponseController.Hijack finds its Hijack
-// before it tries Unwrap, so both ways of hijacking come through here.
+// canHijack reports whether w, or a writer that it wraps, is an
+// [http.Hijacker], found through Unwrap as [http.ResponseController] finds
+// it: middleware written for ResponseController adds only Unwrap, and a
+// handler behind it hijacks through the controller.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		switch v := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// drainHijacker is a drainWriter over a writer that can be hijacked, itself
+// or through Unwrap; a separate type, so that w.(http.Hijacker) stays false
+// over HTTP/2, as it is without Handler. http.ResponseController.Hijack
+// finds its Hijack before it tries Unwrap, so both ways of hijacking come
+// through here.
 type drainHijacker struct {
 	drainWriter
 	r *http.Request // to find the server, only if the handler hijacks
@@ -165,18 +204,47 @@ func (w *drainHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			t = v.(*connTracker)
 		}
 	}
+	rc := http.NewResponseController(w.ResponseWriter)
 	if t == nil {
-		return w.ResponseWriter.(http.Hijacker).Hijack()
+		return rc.Hijack()
 	}
 	// The server reports StateHijacked, and the connection leaves the
 	// tracker's list, inside Hijack: counting the hijack as under way
 	// before it keeps the drain from seeing nothing open in between.
 	t.hijackStarts()
-	c, rw, err := w.ResponseWriter.(http.Hijacker).Hijack()
+	// A Hijack that panics (a router's writer that asserts http.Hijacker
+	// over HTTP/2, say) must not leave the count up, or the drain waits
+	// for its deadline. The deferred call does not recover: the panic goes
+	// on to the caller with its own stack.
+	ended := false
+	defer func() {
+		if !ended {
+			t.hijackEnds(nil, errors.ErrUnsupported)
+		}
+	}()
+	c, rw, err := rc.Hijack()
+	ended = true
 	if err == nil {
 		w.hijacked = true
 	}
 	return t.hijackEnds(c, err), rw, err
+}
+
+// drainPusher is a drainWriter over a writer that can push (HTTP/2):
+// [http.ResponseController] has no Push, so a handler finds it only with
+// w.(http.Pusher).
+type drainPusher struct{ drainWriter }
+
+func (w *drainPusher) Push(target string, opts *http.PushOptions) error {
+	return w.ResponseWriter.(http.Pusher).Push(target, opts)
+}
+
+// drainHijackPusher is a drainHijacker over a writer that can also push, as
+// some middleware writers declare both.
+type drainHijackPusher struct{ drainHijacker }
+
+func (w *drainHijackPusher) Push(target string, opts *http.PushOptions) error {
+	return w.ResponseWriter.(http.Pusher).Push(target, opts)
 }
 
 // hijackedConn is a connection hijacked through Handler on a server that
@@ -201,6 +269,38 @@ func (c *hijackedConn) Close() error {
 // closing it directly is not seen by HTTPServer until its deadline.
 func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 
+// ReadFrom keeps the server's connection's own ReadFrom (splice(2) and
+// sendfile(2) on a *net.TCPConn) for io.Copy into a tunnel.
+func (c *hijackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
+}
+
+// WriteTo keeps the server's connection's own WriteTo (splice(2) on a
+// *net.TCPConn) for io.Copy out of a tunnel.
+func (c *hijackedConn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.Conn.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, c.Conn)
+}
+
+// halfCloser is a connection that can close its writing side alone
+// (*net.TCPConn, *net.UnixConn, *tls.Conn).
+type halfCloser interface{ CloseWrite() error }
+
+// hijackedHalfCloser is a hijackedConn over a halfCloser: a separate type,
+// so that a tunnel asking c.(interface{ CloseWrite() error }) gets the
+// answer the server's connection would give. A proxy passes the client's
+// half-close on with it.
+type hijackedHalfCloser struct{ *hijackedConn }
+
+// CloseWrite closes the writing side of the connection; only Close ends it
+// for HTTPServer.
+func (c hijackedHalfCloser) CloseWrite() error { return c.Conn.(halfCloser).CloseWrite() }
+
 // connTracker follows one server's connections, through the ConnState
 // callback that HTTPServer chains onto it, and the connections hijacked
 // through Handler on it.
@@ -215,11 +315,16 @@ type connTracker struct {
 	conns map[net.Conn]http.ConnState // seen from StateNew on, until closed or hijacked
 	// seen: a connection was reported from StateNew on. late: a state came
 	// for a connection never reported new, so HTTPServer was called after
-	// the server had started serving and may not know every connection.
+	// the server had started serving (a data race, see HTTPServer) and may
+	// not know every connection. Neither: s.ConnState was replaced after
+	// HTTPServer, or nothing connected.
 	seen, late bool
 	hijacking  int                        // Hijack calls under way through Handler
 	hijacked   map[*hijackedConn]struct{} // hijacked through Handler, not yet closed
 	wake       chan struct{}              // closed at the next change, while the hook waits
+	// pastDeadline: the hook has closed what was open at its deadline; a
+	// Hijack that ends after that closes its connection at once.
+	pastDeadline bool
 }
 
 // stateClosing marks a connection that the hook has closed itself, until
@@ -251,15 +356,27 @@ func (t *connTracker) hijackStarts() {
 
 func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.hijacking--
-	if err == nil {
-		hc := &hijackedConn{Conn: c, t: t}
-		t.hijacked[hc] = struct{}{}
-		c = hc
-	}
 	t.changed()
-	return c
+	if err != nil {
+		t.mu.Unlock()
+		return c
+	}
+	hc := &hijackedConn{Conn: c, t: t}
+	late := t.pastDeadline
+	if !late {
+		t.hijacked[hc] = struct{}{}
+	}
+	t.mu.Unlock()
+	if late {
+		// The hook has closed what it knew of at its deadline and is gone:
+		// nobody else would close this one.
+		closeNow(c)
+	}
+	if _, ok := c.(halfCloser); ok {
+		return hijackedHalfCloser{hc}
+	}
+	return hc
 }
 
 func (t *connTracker) hijackedClosed(c *hijackedConn) {
@@ -311,13 +428,20 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // requests still running (their contexts are cancelled), closes the
 // hijacked connections still open, and reports [ErrTimeout] with what it
 // cut: "http server: closed 1 active connection and 3 hijacked connections
-// still open at the deadline".
+// still open at the deadline". It closes TLS connections' transports
+// first, so that no close_notify alert waits on a client that reads
+// nothing, and a Hijack through Handler that ends after the cut gets its
+// connection closed.
 //
-// Called on a server that already serves, it cannot know the connections
-// accepted before, and setting ConnState then races with the server: the
-// hook is Shutdown, and Close at the deadline, as Shutdown documents, so it
-// returns up to half a second after the last response, or about five
-// seconds after it with silent connections open.
+// Calling it on a server that already serves is misuse, a data race: it
+// writes s.ConnState while the server's goroutines read it, and
+// [http.Server] offers no way to tell whether it serves nor to change
+// ConnState safely then (the race detector reports it). Where the hook has
+// not seen every connection open (after such a call, or with s.ConnState
+// replaced after HTTPServer), it falls back to Shutdown, and Close at the
+// deadline, as Shutdown documents: it returns up to half a second after
+// the last response, or about five seconds after it with silent
+// connections open.
 //
 // [http.Server.Serve] and ListenAndServe return as soon as Shutdown starts,
 // so Run's function returning [http.ErrServerClosed] does not mean that the
@@ -425,13 +549,25 @@ func closeNow(c net.Conn) {
 func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
 	t.mu.Lock()
 	trusted, active := t.seen && !t.late, 0
-	for _, st := range t.conns {
+	var secure []*tls.Conn
+	for c, st := range t.conns {
 		if st == http.StateActive {
 			active++
 		}
+		if tc, ok := c.(*tls.Conn); ok {
+			secure = append(secure, tc)
+		}
 	}
 	hijacked := slices.Collect(maps.Keys(t.hijacked))
+	t.pastDeadline = true
 	t.mu.Unlock()
+	// Close sends each TLS connection's close_notify alert under the
+	// server's lock, which blocks for up to five seconds per connection
+	// whose client reads nothing: close their transports first, so that
+	// the alerts fail at once, as closeNow does.
+	for _, tc := range secure {
+		tc.NetConn().Close()
+	}
 	cerr := s.Close()
 	cancel()
 	if shut != nil {
@@ -455,7 +591,7 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	what := strings.Join(cut, " and ")
 	switch {
 	case !trusted && what != "":
-		// Called on a server that already served: it cannot count the rest.
+		// It did not see every connection open: it cannot count the rest.
 		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server and %s: %w", what, err)
 	case !trusted:
 		return fmt.Errorf("http server: Shutdown had not finished at the deadline; closed the server: %w", err)

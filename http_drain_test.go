@@ -4,9 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -349,6 +355,77 @@ func TestHTTPServerClosesAtDeadline(t *testing.T) {
 	}
 }
 
+// selfSigned returns TLS configurations for a server and a client that
+// trusts it, with a key made for the test.
+func selfSigned(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		DNSNames:     []string{"test"},
+		// Valid on testing/synctest's fake clock, which starts in 2000.
+		NotBefore: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter:  time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return server, &tls.Config{RootCAs: roots, ServerName: "test"}
+}
+
+// TestHTTPServerClosesTLSConnectionOfClientThatReadsNothing checks, on a
+// fake clock and unbuffered pipes, the cut at the deadline of a TLS
+// connection whose client reads nothing: Close would send its close_notify
+// alert under the server's lock and wait five seconds for the client to
+// take it, past the hook's bound. The hook closes the transport first and
+// returns at its deadline with the count.
+func TestHTTPServerClosesTLSConnectionOfClientThatReadsNothing(t *testing.T) {
+	serverTLS, clientTLS := selfSigned(t)
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		entered := make(chan struct{})
+		srv := &http.Server{Handler: m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(entered)
+			<-r.Context().Done() // cancelled when the connection is closed
+		}))}
+		m.Add("http", HTTPServer(srv), Timeout(time.Second))
+		ln := newPipeListener()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.Serve(tls.NewListener(ln, serverTLS))
+		}()
+		defer func() {
+			srv.Close()
+			<-done
+		}()
+		c := tls.Client(ln.dial(t), clientTLS)
+		defer c.NetConn().Close()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		<-entered
+		m.Trigger()
+		err := m.Wait()
+		var he *HookError
+		const want = "http server: closed 1 active connection still open at the deadline: context deadline exceeded"
+		if !errors.As(err, &he) || he.Err.Error() != want {
+			t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+		}
+	})
+}
+
 // TestHTTPServerWithoutHandler checks that a server without Handler is
 // drained: its requests in flight finish.
 func TestHTTPServerWithoutHandler(t *testing.T) {
@@ -375,11 +452,12 @@ func TestHTTPServerWithoutHandler(t *testing.T) {
 	}
 }
 
-// TestHTTPServerCalledWhileServing checks the documented fallback: called
-// on a server that already serves, HTTPServer cannot know the connections
-// accepted before, and the hook is Shutdown, which lets a request in
-// flight on such a connection finish.
-func TestHTTPServerCalledWhileServing(t *testing.T) {
+// TestHTTPServerFallsBackToShutdownWithoutConnState checks the fallback
+// for a hook that has not seen the server's connections: s.ConnState
+// replaced after HTTPServer, against its doc (a call on a server that
+// already serves, the other way to get there, is a data race and not
+// tested). The hook is Shutdown, which lets the request in flight finish.
+func TestHTTPServerFallsBackToShutdownWithoutConnState(t *testing.T) {
 	m := newTest()
 	entered, release := make(chan struct{}), make(chan struct{})
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -387,18 +465,17 @@ func TestHTTPServerCalledWhileServing(t *testing.T) {
 		<-release
 		io.WriteString(w, "ok")
 	})}
+	drain := HTTPServer(srv)
+	srv.ConnState = nil
+	m.Add("http", func(ctx context.Context) error {
+		close(release)
+		return drain(ctx)
+	})
 	addr := serve(t, srv)
 	got := make(chan fetched, 1)
 	c := client(t)
 	go func() { got <- fetch(c, "http://"+addr) }()
 	<-entered
-	// The request's goroutine is parked in the handler, and reads
-	// ConnState only after release is closed: no race on the field.
-	drain := HTTPServer(srv)
-	m.Add("http", func(ctx context.Context) error {
-		close(release)
-		return drain(ctx)
-	})
 	m.Trigger()
 	if err := m.Wait(); err != nil {
 		t.Errorf("Wait() = %v, want nil", err)
@@ -408,22 +485,23 @@ func TestHTTPServerCalledWhileServing(t *testing.T) {
 	}
 }
 
-// TestHTTPServerCalledWhileServingAtDeadline checks the fallback's
-// forceful end: it closes the server and says that it could not count what
-// it cut.
-func TestHTTPServerCalledWhileServingAtDeadline(t *testing.T) {
+// TestHTTPServerFallsBackToCloseAtDeadlineWithoutConnState checks the
+// fallback's forceful end: it closes the server and says that it could
+// not count what it cut.
+func TestHTTPServerFallsBackToCloseAtDeadlineWithoutConnState(t *testing.T) {
 	m := newTest()
 	entered := make(chan struct{})
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(entered)
-		<-r.Context().Done() // cancelled by Close, which happens after HTTPServer's call
+		<-r.Context().Done() // cancelled by Close
 	})}
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	srv.ConnState = nil
 	addr := serve(t, srv)
 	got := make(chan fetched, 1)
 	c := client(t)
 	go func() { got <- fetch(c, "http://"+addr) }()
 	<-entered
-	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
 	m.Trigger()
 	err := m.Wait()
 	var he *HookError

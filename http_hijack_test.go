@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -271,4 +272,264 @@ func TestHandlerTracksHijacksPerServer(t *testing.T) {
 		t.Error("Handler without HTTPServer changed the hijacked connection")
 	}
 	close(release)
+}
+
+// unwrapOnly is middleware written the way Go 1.20's ResponseController
+// asks: its writer adds Unwrap and none of the optional interfaces, so
+// handlers reach Hijack and Flush through http.ResponseController.
+func unwrapOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(statusWriter{w}, r)
+	})
+}
+
+type statusWriter struct{ http.ResponseWriter }
+
+func (w statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware checks that
+// Handler inside middleware whose writer has only Unwrap still tracks a
+// connection hijacked through http.ResponseController, as gorilla/websocket
+// hijacks: the application never closes it, so the hook closes it at its
+// deadline and counts it.
+func TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware(t *testing.T) {
+	m := newTest()
+	ended := make(chan struct{})
+	srv := &http.Server{Handler: unwrapOnly(m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+		defer close(ended)
+		io.Copy(io.Discard, r) // until the connection is closed
+	})))}
+	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+	c, err := net.Dial("tcp", serve(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closing it ends the handler's copy, should the hook not have.
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	br := dialUpgraded(t, c)
+	m.Trigger()
+	err = m.Wait()
+	var he *HookError
+	const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
+	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
+		// Untracked, the connection is still open: reading it would
+		// wait for the hang guard.
+		t.Fatalf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+	}
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("hijacked connection after the hook: Read() = %d, %v; want 0, EOF (closed by the hook)", n, err)
+	}
+	<-ended
+}
+
+// ginStyleWriter is the ResponseWriter of routers such as gin: it always
+// has a Hijack method, which asserts that the writer it wraps can hijack,
+// and so panics over HTTP/2.
+type ginStyleWriter struct{ http.ResponseWriter }
+
+func (w ginStyleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
+
+// recovering is the router's recovery middleware: a handler's panic
+// becomes a 500.
+func recovering(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if recover() != nil {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}()
+		h.ServeHTTP(ginStyleWriter{w}, r)
+	})
+}
+
+// TestHTTPServerDrainsAfterHijackPanicked checks a WebSocket route, wrapped
+// by Handler inside a gin-style router, that gets a request over HTTP/2
+// (h2c): the upgrade's Hijack panics in the router's writer and the router
+// recovers with a 500. Nothing is hijacked and nothing stays open, so the
+// hook returns nil once the HTTP/2 connection has closed after GOAWAY
+// (about 1 s), within its 5 s timeout, rather than wait for its deadline.
+func TestHTTPServerDrainsAfterHijackPanicked(t *testing.T) {
+	m := newTest()
+	ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := w.(http.Hijacker); ok {
+			h.Hijack() // panics: HTTP/2 has no hijacking
+		}
+	})
+	srv := &http.Server{Handler: recovering(m.Handler(ws)), Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	m.Add("http", HTTPServer(srv), Timeout(5*time.Second))
+	addr := serve(t, srv)
+
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get("http://" + addr + "/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || resp.ProtoMajor != 2 {
+		t.Fatalf("GET /ws: %s %s, want HTTP/2.0 500", resp.Proto, resp.Status)
+	}
+	m.Trigger()
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
+	}
+}
+
+// TestHandlerHijackedConnKeepsHalfClose checks that a connection hijacked
+// through Handler, on a server that HTTPServer drains, still offers what
+// the server's own connection offers to a tunnel (CONNECT proxies,
+// WebSocket proxies): CloseWrite, to pass on a half-close, and ReadFrom /
+// WriteTo, for splice(2) between two sockets. Without Handler the
+// hijacked *net.TCPConn has all three; a net.Pipe connection has none,
+// and behind Handler it still has no CloseWrite (ReadFrom and WriteTo copy).
+// The tunnel sends with ReadFrom, half-closes, and receives with WriteTo
+// until the client's own half-close or close.
+func TestHandlerHijackedConnKeepsHalfClose(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	const established = "HTTP/1.1 200 Connection established\r\n\r\n"
+	tunnel := func(report chan<- string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				report <- err.Error()
+				return
+			}
+			defer c.Close()
+			cw, hasCW := c.(interface{ CloseWrite() error })
+			rf, hasRF := c.(io.ReaderFrom)
+			wt, hasWT := c.(io.WriterTo)
+			report <- fmt.Sprintf("CloseWrite=%v ReadFrom=%v WriteTo=%v", hasCW, hasRF, hasWT)
+			if !hasRF || !hasWT {
+				return
+			}
+			if _, err := rf.ReadFrom(strings.NewReader(established)); err != nil {
+				report <- "ReadFrom: " + err.Error()
+				return
+			}
+			if hasCW {
+				cw.CloseWrite()
+			}
+			var got strings.Builder
+			if _, err := wt.WriteTo(&got); err != nil {
+				report <- "WriteTo: " + err.Error()
+				return
+			}
+			report <- got.String()
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		wrap func(http.Handler) http.Handler
+		pipe bool
+		want string
+	}{
+		{"TCP plain", func(h http.Handler) http.Handler { return h }, false, "CloseWrite=true ReadFrom=true WriteTo=true"},
+		{"TCP Handler", m.Handler, false, "CloseWrite=true ReadFrom=true WriteTo=true"},
+		{"pipe Handler", m.Handler, true, "CloseWrite=false ReadFrom=true WriteTo=true"},
+	} {
+		report := make(chan string, 2)
+		srv := &http.Server{Handler: tc.wrap(tunnel(report))}
+		m.Add("http "+tc.name, HTTPServer(srv))
+		var c net.Conn
+		if tc.pipe {
+			c = servePipe(t, srv).dial(t)
+		} else {
+			var err error
+			if c, err = net.Dial("tcp", serve(t, srv)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+		go io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+		if got := <-report; got != tc.want {
+			t.Errorf("%s: hijacked connection has %s, want %s", tc.name, got, tc.want)
+			continue
+		}
+		b := make([]byte, len(established))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != established {
+			t.Errorf("%s: tunnel sent %q, %v; want %q", tc.name, b, err, established)
+		}
+		if tc.pipe {
+			io.WriteString(c, "ping\n")
+			c.Close()
+		} else {
+			// The server's half-close arrives as EOF, while it still reads.
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("%s: after the server's CloseWrite: Read() = %d, %v; want 0, EOF", tc.name, n, err)
+			}
+			io.WriteString(c, "ping\n")
+			c.(*net.TCPConn).CloseWrite()
+		}
+		if got := <-report; got != "ping\n" {
+			t.Errorf("%s: tunnel received %q, want ping", tc.name, got)
+		}
+	}
+}
+
+// lateHijacker is middleware whose writer still has work to do after the
+// server has handed the connection over (wrapping it to count bytes, say):
+// it tells hijacked when the server's Hijack has returned, and returns the
+// connection only once release is closed.
+type lateHijacker struct {
+	http.ResponseWriter
+	hijacked chan<- struct{}
+	release  <-chan struct{}
+}
+
+func (w lateHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	close(w.hijacked)
+	<-w.release
+	return c, brw, err
+}
+
+// TestHTTPServerClosesConnectionHijackedAfterDeadline checks, on a fake
+// clock, a Hijack under way through Handler when the hook's deadline comes
+// and ending after it: the server has already let go of the connection,
+// so nothing but the hook could close it, and the hook has returned. The
+// connection is closed as the Hijack ends.
+func TestHTTPServerClosesConnectionHijackedAfterDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		hijacked, release, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("Hijack() = %v", err)
+				return
+			}
+			defer close(ended)
+			io.Copy(io.Discard, c) // until the connection is closed
+		}))
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(lateHijacker{w, hijacked, release}, r)
+		})}
+		m.Add("http", HTTPServer(srv), Timeout(time.Second))
+		c := servePipe(t, srv).dial(t)
+		defer c.Close()
+		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: test\r\n\r\n")
+		<-hijacked
+		m.Trigger()
+		err := m.Wait()
+		var he *HookError
+		const want = "http server: closed at the deadline: context deadline exceeded"
+		if !errors.As(err, &he) || he.Err.Error() != want {
+			t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+		}
+		close(release)
+		c.SetReadDeadline(time.Now().Add(time.Hour)) // fake time: at once if nobody closes it
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("connection hijacked after the deadline: Read() = %d, %v; want 0, EOF", n, err)
+		}
+		c.Close() // ends the handler's copy, should the connection be open
+		<-ended
+	})
 }

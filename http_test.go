@@ -315,6 +315,50 @@ func TestHandlerWriterInterfaces(t *testing.T) {
 	}
 }
 
+// TestHandlerKeepsPusherOverHTTP2 checks that Handler does not take away
+// what the server's ResponseWriter offers over HTTP/2 with TLS: Go's HTTP/2
+// writer implements http.Pusher, and http.ResponseController has no Push,
+// so a handler can only find it with w.(http.Pusher). Push behind Handler
+// answers as the server's own does (Go's client refuses pushes). Over
+// HTTP/1.1 the writer cannot push, behind Handler or not.
+func TestHandlerKeepsPusherOverHTTP2(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	probe := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := w.(http.Pusher)
+		fmt.Fprintf(w, "%s pusher=%v", r.Proto, ok)
+		if ok {
+			fmt.Fprintf(w, " Push: %v", p.Push("/style.css", nil))
+		}
+	})
+	for _, h2 := range []bool{true, false} {
+		var saw [2]string
+		for i, h := range []http.Handler{probe, m.Handler(probe)} {
+			ts := httptest.NewUnstartedServer(h)
+			ts.EnableHTTP2 = h2
+			ts.StartTLS()
+			resp, err := ts.Client().Get(ts.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ts.Close()
+			saw[i] = string(b)
+		}
+		want := "HTTP/1.1 pusher=false"
+		if h2 {
+			want = "HTTP/2.0 pusher=true Push: "
+		}
+		if !strings.HasPrefix(saw[0], want) {
+			t.Fatalf("without Handler: handler saw %q, want %q...", saw[0], want)
+		}
+		if saw[1] != saw[0] {
+			t.Errorf("behind Handler: handler saw %q, want %q as without it", saw[1], saw[0])
+		}
+	}
+}
+
 // TestHandlerKeepsUpgrade checks that a 101 response keeps its
 // "Connection: Upgrade" during shutdown, and that 1xx informational
 // responses leave the final header to be marked.

@@ -37,8 +37,19 @@ func main() {
 		log.Fatal(err)
 	}
 	// Added first, so it runs last; AfterRun also holds it until the HTTP
-	// component has returned. pool.Close waits for the connections in use.
-	m.Add("postgres", func(ctx context.Context) error { pool.Close(); return nil }, shutdown.AfterRun())
+	// component has returned. pool.Close waits for every connection in use
+	// to be released, which a stuck query can hold past the hook's
+	// deadline: return then, and let Close finish as the process exits.
+	m.Add("postgres", func(ctx context.Context) error {
+		closed := make(chan struct{})
+		go func() { pool.Close(); close(closed) }()
+		select {
+		case <-closed:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("pool.Close had not returned: %w", ctx.Err())
+		}
+	}, shutdown.AfterRun())
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
