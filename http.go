@@ -653,6 +653,11 @@ func GRPCServer(s interface {
 			return nil
 		case <-ctx.Done():
 		}
+		select {
+		case <-done: // returned as the deadline came
+			return nil
+		default:
+		}
 		s.Stop()
 		<-done
 		// Whether calls were in flight is not known: GracefulStop may have been
