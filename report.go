@@ -3,12 +3,15 @@ package shutdown
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -276,4 +279,69 @@ func parseStacks(s, pkg string) []goroutine {
 		gs = append(gs, g)
 	}
 	return gs
+}
+
+// logQueue hands log records, in order, to the handler on one goroutine at
+// a time, started when a record arrives and ended when none is left, so no
+// goroutine outlives the records and none of the Manager's own waits on a
+// handler.
+type logQueue struct {
+	mu      sync.Mutex
+	recs    []logRecord
+	running bool
+}
+
+type logRecord struct {
+	h    slog.Handler
+	r    slog.Record
+	done chan struct{} // closed once handled, if not nil
+}
+
+// log queues a record for the configured logger, or slog.Default() at the
+// time of the call. It never blocks on the handler.
+func (m *Manager) log(level slog.Level, msg string, attrs ...slog.Attr) {
+	m.logThen(nil, level, msg, attrs...)
+}
+
+func (m *Manager) logThen(done chan struct{}, level slog.Level, msg string, attrs ...slog.Attr) {
+	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r.AddAttrs(attrs...)
+	q := &m.logs
+	q.mu.Lock()
+	q.recs = append(q.recs, logRecord{logger(m.cfg.logger).Handler(), r, done})
+	start := !q.running
+	q.running = true
+	q.mu.Unlock()
+	if start {
+		go q.drain()
+	}
+}
+
+func (q *logQueue) drain() {
+	ctx := context.Background()
+	for {
+		q.mu.Lock()
+		if len(q.recs) == 0 {
+			q.running = false
+			q.recs = nil
+			q.mu.Unlock()
+			return
+		}
+		rec := q.recs[0]
+		q.recs = q.recs[1:]
+		q.mu.Unlock()
+		if rec.h.Enabled(ctx, rec.r.Level) {
+			_ = rec.h.Handle(ctx, rec.r)
+		}
+		if rec.done != nil {
+			close(rec.done)
+		}
+	}
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
 }
