@@ -63,7 +63,7 @@ func BenchmarkStackCapture(b *testing.B) {
 			go t.run(func() error { close(entered); <-release; return nil }, func(result) {})
 			<-entered
 			for b.Loop() {
-				if len(stacks(t)[t]) == 0 {
+				if len(stacks(nil, t)[t]) == 0 {
 					b.Fatal("no stack for the task's goroutine")
 				}
 			}

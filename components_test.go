@@ -386,3 +386,36 @@ func TestDrainSkippedWhenComponentsReturnTogether(t *testing.T) {
 		}
 	})
 }
+
+// A worker returns when Context is done, after the last hook has ended
+// (here there are no hooks), and shutdown waits for it. Its record must be
+// in the log when Wait returns, before "shutdown: finished": a service
+// that exits right after Wait (os.Exit) must not lose it, and the last
+// record must say that shutdown has finished.
+func TestComponentEndLoggedBeforeShutdownFinished(t *testing.T) {
+	const runs = 2000
+	late := 0
+	var last string
+	for range runs {
+		var logs logBuffer
+		m := New(WithSignals(), WithLogger(logs.logger(slog.LevelInfo)))
+		m.Go("worker", func(ctx context.Context) error {
+			<-ctx.Done()
+			return nil
+		})
+		m.Trigger()
+		if err := m.Wait(); err != nil {
+			t.Fatalf("Wait() = %v, want nil", err)
+		}
+		out := logs.String()
+		end := strings.Index(out, `msg="shutdown: component finished" component=worker`)
+		fin := strings.Index(out, `msg="shutdown: finished"`)
+		if end < 0 || fin < 0 || end > fin {
+			late++
+			last = out
+		}
+	}
+	if late > 0 {
+		t.Errorf("in %d of %d shutdowns the worker's end was not logged before \"shutdown: finished\" when Wait returned; last log:\n%s", late, runs, last)
+	}
+}

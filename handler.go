@@ -169,7 +169,7 @@ func (w *drainWriter) FlushError() error {
 // it: middleware written for ResponseController adds only Unwrap, and a
 // handler behind it hijacks through the controller.
 func canHijack(w http.ResponseWriter) bool {
-	for {
+	for range 100 { // a writer whose Unwrap returns itself must not hang every request
 		switch v := w.(type) {
 		case http.Hijacker:
 			return true
@@ -179,6 +179,7 @@ func canHijack(w http.ResponseWriter) bool {
 			return false
 		}
 	}
+	return false
 }
 
 // drainHijacker is a drainWriter over a writer that can be hijacked, itself

@@ -173,14 +173,14 @@ var pkgPrefix = strings.TrimSuffix(runtime.FuncForPC(reflect.ValueOf((*task).run
 type goroutine struct {
 	id, parent uint64
 	frames     string // "function\n\tfile:line\n" each, the user's only
-	library    bool   // runs a hook, a component or a set member for the library
+	logger     bool   // the log goroutine, which a hook may have started by logging
 }
 
 // stacks returns the stacks of ts's goroutines, as "function\n\tfile:line\n"
 // frames, user code first, with a hook's descendants after its own
 // goroutine, separated by blank lines. It stops the world while the runtime
 // formats every goroutine.
-func stacks(ts ...*task) map[*task][]byte {
+func stacks(own map[uint64]bool, ts ...*task) map[*task][]byte {
 	// Each try stops the world and formats every goroutine: size the
 	// buffer for the usual few KiB a goroutine, so that one try is enough
 	// but for unusually deep stacks.
@@ -200,12 +200,13 @@ func stacks(ts ...*task) map[*task][]byte {
 			continue // abandoned before its goroutine ran: no frame of its own yet
 		}
 		ids := map[uint64]bool{t.gid.Load(): true}
-		// A hook's descendants, but not the hooks and set members that it
-		// started through the library (a late Add joining a running set).
+		// A hook's descendants, but not this Manager's own goroutines (a
+		// set member that the hook added) nor the log goroutine that one of
+		// its records started.
 		for grew := t.kind == isHook; grew; {
 			grew = false
 			for _, g := range all {
-				if !ids[g.id] && ids[g.parent] && !g.library {
+				if !ids[g.id] && ids[g.parent] && !own[g.id] && !g.logger {
 					ids[g.id], grew = true, true
 				}
 			}
@@ -233,7 +234,7 @@ func stacks(ts ...*task) map[*task][]byte {
 // shows the user's code only.
 func parseStacks(s, pkg string) []goroutine {
 	own := []string{pkg + "(*task).run", pkg + "(*runner).runHook.func", pkg + "(*Manager).startComponent.func"}
-	lib := []string{pkg + "(*task).run", pkg + "(*runner).", pkg + "(*hookSet)."}
+	logq := pkg + "(*logQueue).drain"
 	var gs []goroutine
 	for block := range strings.SplitSeq(s, "\n\n") {
 		lines := strings.Split(block, "\n")
@@ -263,9 +264,7 @@ func parseStacks(s, pkg string) []goroutine {
 			for _, o := range own {
 				cut = cut || strings.HasPrefix(fn, o)
 			}
-			for _, l := range lib {
-				g.library = g.library || strings.HasPrefix(fn, l)
-			}
+			g.logger = g.logger || strings.HasPrefix(fn, logq)
 			if cut || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "\t") {
 				continue
 			}

@@ -150,8 +150,12 @@ func (m *Manager) componentReturned(c *component, res result) {
 		return
 	}
 	c.end, c.herr = now, herr
-	close(c.ended)
 	st := m.state
+	if st != stopped {
+		// Queued before ended is closed, so before Wait's last record.
+		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
+	}
+	close(c.ended)
 	if st == draining && m.byComponent && m.componentsRunning() == 0 {
 		// Components that returned together (a batch done): the first
 		// started shutdown while the others still ran; now nothing is
@@ -159,9 +163,6 @@ func (m *Manager) componentReturned(c *component, res result) {
 		m.cutOnce.Do(func() { close(m.drainCut) })
 	}
 	m.mu.Unlock()
-	if st != stopped {
-		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
-	}
 }
 
 // componentCause is the cause of a shutdown that a component started by
@@ -200,9 +201,16 @@ type hookSet struct {
 func (s *hookSet) join(e entry) {
 	s.pending++
 	s.g.Go(func() error {
+		// Known as the Manager's own, so that the stack of a hook that
+		// added this member does not show it as the hook's own goroutine.
+		gid := goid()
+		s.r.m.mu.Lock()
+		s.r.members[gid] = true
+		s.r.m.mu.Unlock()
 		s.r.runHook(e)
 		s.r.m.mu.Lock()
 		s.pending--
+		delete(s.r.members, gid)
 		s.r.m.mu.Unlock()
 		return nil
 	})
@@ -216,11 +224,12 @@ type runner struct {
 	budget   context.Context // done at the budget's end
 	cancel   context.CancelFunc
 	waitFor  []*component // running when hooks began: what AfterRun hooks wait for
+	members  map[uint64]bool // goroutine ids of the errgroup goroutines running set members; guarded by m.mu
 	captures atomic.Int32
 }
 
 func newRunner(m *Manager, start time.Time) *runner {
-	r := &runner{m: m, start: start, end: start.Add(m.cfg.timeout)}
+	r := &runner{m: m, start: start, end: start.Add(m.cfg.timeout), members: make(map[uint64]bool)}
 	r.budget, r.cancel = context.WithDeadline(context.Background(), r.end)
 	m.mu.Lock()
 	m.state = hooking
@@ -302,7 +311,7 @@ func (r *runner) runHook(e entry) {
 	go t.run(func() error { return e.hook(ctx) }, func(res result) {
 		// Matched here, on the hook's goroutine: errors.Is calls the
 		// user's methods, which must not hold the goroutine keeping time.
-		res.timeout = !res.panic && ctx.Err() != nil && errors.Is(res.err, context.DeadlineExceeded)
+		res.timeout = !res.panic && ctx.Err() != nil && is(res.err, context.DeadlineExceeded)
 		// No longer running, even if abandoned already: a second signal's
 		// record lists only the hooks that are still stuck.
 		m.mu.Lock()
@@ -398,7 +407,29 @@ func (r *runner) capture(ts ...*task) map[*task][]byte {
 	if r.captures.Add(1) > maxCaptures {
 		return nil
 	}
-	return stacks(ts...)
+	return stacks(r.m.ownGoroutines(r), ts...)
+}
+
+// ownGoroutines returns the ids of the goroutines that run this Manager's
+// hooks, components and set members: a hook's stack does not follow its
+// descendants into them (a member it added, say). Goroutines of another
+// Manager that a hook waits for are followed.
+func (m *Manager) ownGoroutines(r *runner) map[uint64]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	own := make(map[uint64]bool)
+	for _, t := range m.running {
+		own[t.gid.Load()] = true
+	}
+	for _, c := range m.comps {
+		own[c.gid.Load()] = true
+	}
+	if r != nil {
+		for id := range r.members {
+			own[id] = true
+		}
+	}
+	return own
 }
 
 // record stores a hook's end, its report row and its error, and logs it;

@@ -407,15 +407,19 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 
 // ignorable reports whether the plain error of a component that did not
 // start the shutdown means a clean stop of a shutdown with the given cause.
-// An Is or Unwrap method that panics (on a typed nil pointer, say) makes
-// the error count as a failure.
-func ignorable(err, cause error) (clean bool) {
+func ignorable(err, cause error) bool {
+	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause)
+}
+
+// is is errors.Is, but an Is or Unwrap method that panics (on a typed nil
+// pointer, say) is no match: it runs on a goroutine that must report.
+func is(err, target error) (match bool) {
 	defer func() {
 		if recover() != nil {
-			clean = false
+			match = false
 		}
 	}()
-	return errors.Is(err, context.Canceled) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, cause)
+	return errors.Is(err, target)
 }
 
 var (

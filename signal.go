@@ -68,7 +68,7 @@ func (m *Manager) laterSignal(sig os.Signal) {
 	logged := make(chan struct{})
 	go func() {
 		defer close(logged)
-		st := stacks(tasks...)
+		st := stacks(m.ownGoroutines(nil), tasks...)
 		attrs := []slog.Attr{slog.String("signal", signalName(sig)), slog.Int("code", 128+signalNumber(sig))}
 		for _, t := range tasks {
 			attrs = append(attrs, slog.Group("running", slog.String(t.kind.key(), t.name),

@@ -210,7 +210,7 @@ created by main.flush in goroutine 7
 `
 	got := parseStacks(text, fork)
 	want := []goroutine{
-		{id: 7, parent: 6, library: true, frames: "main.flush\n\t/home/me/My Projects/svc/main.go:12\nmain.(*DB).Close\n\t/home/me/My Projects/svc/db.go:40\n"},
+		{id: 7, parent: 6, frames: "main.flush\n\t/home/me/My Projects/svc/main.go:12\nmain.(*DB).Close\n\t/home/me/My Projects/svc/db.go:40\n"},
 		{id: 9, parent: 7, frames: "main.helper\n\t/home/me/My Projects/svc/main.go:30\n"},
 	}
 	if !slices.Equal(got, want) {
@@ -341,4 +341,40 @@ func TestStackOfHookAbandonedBeforeItRanNamesNoOtherGoroutine(t *testing.T) {
 			t.Fatalf("Stack of the abandoned hook names other goroutines (the test runner's):\n%s", he.Stack)
 		}
 	}
+}
+
+// flushStuck is a subsystem's hook that never returns on its own.
+func flushStuck(release chan struct{}) Hook {
+	return func(context.Context) error {
+		<-release
+		return nil
+	}
+}
+
+// A subsystem with a Manager of its own is shut down by a hook of the
+// service's Manager: the hook triggers it and waits. When that hook is
+// abandoned, its stack must show where the subsystem is stuck (flushStuck):
+// the subsystem's goroutines were started by the hook, through Trigger,
+// not joined to the service's own hooks through Add.
+func TestStackOfHookShowsNestedManagerItWaitsFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		sub := newTest(WithTimeout(10 * time.Second))
+		sub.Add("flush", flushStuck(release))
+		m := newTest(WithTimeout(20 * time.Second))
+		m.Add("subsystem", func(context.Context) error {
+			sub.Trigger()
+			return sub.Wait()
+		}, Timeout(time.Second))
+		m.Trigger()
+		err := m.Wait()
+		var stack []byte
+		if he := (*HookError)(nil); errors.As(err, &he) && he.Name == "subsystem" {
+			stack = he.Stack
+		}
+		if !bytes.Contains(stack, []byte("flushStuck")) {
+			t.Errorf("Wait() = %v; the subsystem hook's stack does not show where the subsystem is stuck (flushStuck):\n%s", err, stack)
+		}
+	})
 }
