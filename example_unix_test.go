@@ -4,6 +4,7 @@ package shutdown_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -32,4 +33,24 @@ func ExampleWithSignals() {
 	// closing db
 	// shutdown: received SIGTERM
 	// result: <nil>
+}
+
+// The cause of a signal-started shutdown is a *SignalError, so a service
+// can tell which signal stopped it (SIGINT from a terminal, SIGTERM from an
+// orchestrator).
+func ExampleSignalError() {
+	m := shutdown.New(quiet, shutdown.WithSignals(syscall.SIGINT))
+	p, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	p.Signal(syscall.SIGINT)
+	m.Wait()
+	var se *shutdown.SignalError
+	if errors.As(context.Cause(m.Context()), &se) {
+		fmt.Println("stopped by", se.Signal)
+	}
+	// Output:
+	// stopped by interrupt
 }
