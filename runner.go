@@ -223,7 +223,7 @@ type runner struct {
 	end      time.Time       // the budget's end
 	budget   context.Context // done at the budget's end
 	cancel   context.CancelFunc
-	waitFor  []*component // running when hooks began: what AfterRun hooks wait for
+	waitFor  []*component    // running when hooks began: what AfterRun hooks wait for
 	members  map[uint64]bool // goroutine ids of the errgroup goroutines running set members; guarded by m.mu
 	captures atomic.Int32
 }
