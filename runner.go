@@ -1,7 +1,8 @@
 package shutdown
 
 // This file runs the user's code: each hook, component and Run function on
-// a goroutine of its own, with its bound, its abandonment and its report.
+// a goroutine of its own (task.run), and the hooks in their order, each
+// with its bound, its abandonment and its report.
 
 import (
 	"context"
@@ -80,111 +81,6 @@ func (k kind) key() string {
 	}
 	return "component"
 }
-
-// component is one function started by Go or Run.
-type component struct {
-	task
-	ended chan struct{} // closed when it has returned
-
-	// Guarded by Manager.mu.
-	end       time.Time
-	herr      *HookError // how it failed, if it did
-	abandoned bool       // outlived the budget
-}
-
-func (c *component) returned() bool { return !c.end.IsZero() }
-
-// componentsRunning counts the components that have not returned; the caller holds
-// m.mu.
-func (m *Manager) componentsRunning() int {
-	n := 0
-	for _, c := range m.comps {
-		if !c.returned() {
-			n++
-		}
-	}
-	return n
-}
-
-// row is the component's line in the Report.
-func (c *component) row(start time.Time) HookReport {
-	h := HookReport{Name: c.name, Component: true, Start: c.start.Sub(start), Elapsed: c.end.Sub(c.start), Outcome: "ok", Err: c.herr}
-	if c.herr != nil {
-		h.Outcome = c.herr.outcome.String()
-	}
-	return h
-}
-
-// startComponent runs fn as a component, unless hooks have started; it
-// reports whether it did.
-func (m *Manager) startComponent(name string, k kind, fn func(context.Context) error) (state, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.state >= hooking {
-		return m.state, false
-	}
-	c := &component{task: task{name: name, kind: k, start: time.Now()}, ended: make(chan struct{})}
-	m.comps = append(m.comps, c)
-	go c.run(func() error { return fn(m.ctx) }, func(res result) { m.componentReturned(c, res) })
-	return m.state, true
-}
-
-// componentReturned records a component's end and, before shutdown, starts
-// it with the component as its cause.
-func (m *Manager) componentReturned(c *component, res result) {
-	now := time.Now()
-	herr := c.hookError(res, now)
-	starts := m.begin(&componentCause{c.name, c.kind, res.err}, nil, c)
-	m.mu.Lock()
-	cause := m.cause
-	m.mu.Unlock()
-	// The error of the component that started shutdown always enters the
-	// result; another's does not when it means a clean stop. errors.Is
-	// calls the user's methods: the lock is released.
-	if !starts && herr != nil && herr.outcome == failed && ignorable(res.err, cause) {
-		herr = nil
-	}
-	m.mu.Lock()
-	if c.abandoned { // reported already; Wait may have returned
-		m.mu.Unlock()
-		return
-	}
-	c.end, c.herr = now, herr
-	st := m.state
-	if st != stopped {
-		// Queued before ended is closed, so before Wait's last record.
-		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
-	}
-	close(c.ended)
-	if st == draining && m.byComponent && m.componentsRunning() == 0 {
-		// Components that returned together (a batch done): the first
-		// started shutdown while the others still ran; now nothing is
-		// left to drain.
-		m.cutOnce.Do(func() { close(m.drainCut) })
-	}
-	m.mu.Unlock()
-}
-
-// componentCause is the cause of a shutdown that a component started by
-// returning: `shutdown: component "grpc" returned: <its error>`.
-type componentCause struct {
-	name string
-	kind kind
-	err  error
-}
-
-func (e *componentCause) Error() string {
-	s := fmt.Sprintf("shutdown: component %q returned", e.name)
-	if e.kind == isRun {
-		s = "shutdown: run function returned"
-	}
-	if e.err != nil {
-		s += fmt.Sprintf(": %v", e.err) // fmt recovers a panicking Error method
-	}
-	return s
-}
-
-func (e *componentCause) Unwrap() error { return e.err }
 
 // hookSet is a Concurrent set: its members run together through a zero
 // errgroup.Group, not WithContext, so one failure cancels no sibling; each
@@ -338,65 +234,6 @@ func (r *runner) runHook(e entry) {
 		herr.limit, herr.byBudget = limit, byBudget
 	}
 	r.record(t, e.set, herr, time.Now(), bound.Sub(t.start))
-}
-
-// awaitComponents waits for the components that AfterRun hooks wait for,
-// until the budget ends; it names the first one still running then, or
-// returns "".
-func (r *runner) awaitComponents() string {
-	for _, c := range r.waitFor {
-		select {
-		case <-c.ended:
-		case <-r.budget.Done():
-			select {
-			case <-c.ended:
-			default:
-				if c.kind == isRun {
-					return "Run's function"
-				}
-				return fmt.Sprintf("component %q", c.name)
-			}
-		}
-	}
-	return ""
-}
-
-// waitComponents waits for every component until the budget ends, then
-// abandons those still running, with their stacks.
-func (r *runner) waitComponents() {
-	m := r.m
-	m.mu.Lock()
-	comps := m.comps // Go starts no more: hooks have begun
-	m.mu.Unlock()
-	for _, c := range comps {
-		select {
-		case <-c.ended:
-		case <-r.budget.Done():
-		}
-	}
-	now := time.Now()
-	var stuck []*task
-	m.mu.Lock()
-	for _, c := range comps {
-		if !c.returned() {
-			c.abandoned, c.end = true, now
-			c.herr = &HookError{Name: c.name, Elapsed: now.Sub(c.start), Err: ErrTimeout, kind: c.kind, outcome: timedOut, limit: m.cfg.timeout, byBudget: true}
-			stuck = append(stuck, &c.task)
-		}
-	}
-	m.mu.Unlock()
-	if len(stuck) == 0 {
-		return
-	}
-	st := r.capture(stuck...) // one capture for all of them
-	for _, c := range comps {
-		if c.abandoned {
-			c.herr.Stack = st[&c.task]
-			m.log(slog.LevelError, "shutdown: component abandoned at the end of the budget", slog.String("component", c.name),
-				slog.Duration("elapsed", c.herr.Elapsed), slog.String("outcome", "timeout"), slog.Any("error", c.herr),
-				slog.String("stack", string(c.herr.Stack)))
-		}
-	}
 }
 
 // maxCaptures caps the stack captures of one shutdown: each stops the world
