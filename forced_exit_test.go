@@ -18,13 +18,9 @@ import (
 // once, naming no hook (none has started).
 func TestSecondSignalDuringDrainExits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }},
-			WithLogger(discard), WithDrainDelay(10*time.Second), WithTimeout(20*time.Second))
+		m, sigs, exited := newExiting(WithLogger(discard), WithDrainDelay(10*time.Second), WithTimeout(20*time.Second))
 		var ran atomic.Bool
 		m.Add("h", func(context.Context) error { ran.Store(true); return nil })
-		sigs := <-got
 		start := time.Now()
 		sigs <- syscall.SIGTERM
 		sigs <- syscall.SIGINT
@@ -43,12 +39,9 @@ func blockedInServe(release chan struct{}) { <-release }
 // hook waits for a stuck fn, fn is where shutdown is stuck.
 func TestSecondSignalLogNamesStuckComponent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
 		var logs logBuffer
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(logs.logger(slog.LevelInfo)))
+		m, sigs, exited := newExiting(WithLogger(logs.logger(slog.LevelInfo)))
 		m.Add("db", func(context.Context) error { return nil }, AfterRun())
-		sigs := <-got
 		release, entered := make(chan struct{}), make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
@@ -90,10 +83,7 @@ func (e *stuckIsError) Is(error) bool {
 // 7 bounds to 1s. Not in a bubble: a goroutine blocked on a mutex is not
 // durably blocked. The 10s bound is a hang guard.
 func TestForcedExitNotHeldByUserErrorMethods(t *testing.T) {
-	got := make(chan chan<- os.Signal, 1)
-	exited := make(chan int, 1)
-	m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(discard))
-	sigs := <-got
+	m, sigs, exited := newExiting(WithLogger(discard))
 	workerErr := &stuckIsError{entered: make(chan struct{}), release: make(chan struct{})}
 	// The worker's error is not what started shutdown, so it is matched
 	// against the clean-stop errors when the result is built.
@@ -152,15 +142,11 @@ func TestLaterSignalWithoutForceExitIsLogged(t *testing.T) {
 // step 7): db, not flush, which has returned.
 func TestSecondSignalNamesOnlyHooksStillRunning(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
 		var logs logBuffer
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }},
-			WithLogger(logs.logger(slog.LevelInfo)), WithTimeout(20*time.Second))
+		m, sigs, exited := newExiting(WithLogger(logs.logger(slog.LevelInfo)), WithTimeout(20*time.Second))
 		flushDone, dbDone := make(chan struct{}), make(chan struct{})
 		m.Add("db", func(context.Context) error { <-dbDone; return nil })
 		m.Add("flush", func(context.Context) error { <-flushDone; return nil }, Timeout(time.Second))
-		sigs := <-got
 		sigs <- syscall.SIGTERM
 		time.Sleep(2 * time.Second) // fake time: flush is abandoned at 1s, db runs
 		close(flushDone)            // flush returns, late

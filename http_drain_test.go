@@ -297,11 +297,7 @@ func TestHTTPServerWaitsForResponses(t *testing.T) {
 			close(hookStarted)
 			return drain(ctx)
 		})
-		addr := serve(t, srv)
-		got := make(chan fetched, 1)
-		c := client(t)
-		go func() { got <- fetch(c, "http://"+addr) }()
-		<-entered
+		got := requestInFlight(t, srv, entered)
 		m.Trigger()
 		<-hookStarted
 		close(release)
@@ -436,11 +432,7 @@ func TestHTTPServerWithoutHandler(t *testing.T) {
 	})}
 	m.Add("http", HTTPServer(srv))
 	m.Add("release", func(context.Context) error { close(release); return nil })
-	addr := serve(t, srv)
-	got := make(chan fetched, 1)
-	c := client(t)
-	go func() { got <- fetch(c, "http://"+addr) }()
-	<-entered
+	got := requestInFlight(t, srv, entered)
 	m.Trigger()
 	if err := m.Wait(); err != nil {
 		t.Errorf("Wait() = %v, want nil", err)
@@ -469,11 +461,7 @@ func TestHTTPServerFallsBackToShutdownWithoutConnState(t *testing.T) {
 		close(release)
 		return drain(ctx)
 	})
-	addr := serve(t, srv)
-	got := make(chan fetched, 1)
-	c := client(t)
-	go func() { got <- fetch(c, "http://"+addr) }()
-	<-entered
+	got := requestInFlight(t, srv, entered)
 	m.Trigger()
 	if err := m.Wait(); err != nil {
 		t.Errorf("Wait() = %v, want nil", err)
@@ -495,11 +483,7 @@ func TestHTTPServerFallsBackToCloseAtDeadlineWithoutConnState(t *testing.T) {
 	})}
 	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
 	srv.ConnState = nil
-	addr := serve(t, srv)
-	got := make(chan fetched, 1)
-	c := client(t)
-	go func() { got <- fetch(c, "http://"+addr) }()
-	<-entered
+	got := requestInFlight(t, srv, entered)
 	m.Trigger()
 	err := m.Wait()
 	var he *HookError
@@ -794,4 +778,16 @@ func TestHTTPServerHTTP2LeavesCloseToGOAWAY(t *testing.T) {
 			t.Errorf("hook returned %v after the connection closed; want within 100ms after", d)
 		}
 	})
+}
+
+// requestInFlight serves srv, sends it one GET and returns once the
+// handler has closed entered; the response arrives on the channel.
+func requestInFlight(t *testing.T, srv *http.Server, entered <-chan struct{}) <-chan fetched {
+	t.Helper()
+	addr := serve(t, srv)
+	got := make(chan fetched, 1)
+	c := client(t)
+	go func() { got <- fetch(c, "http://"+addr) }()
+	<-entered
+	return got
 }

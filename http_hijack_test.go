@@ -112,37 +112,49 @@ func TestHTTPServerWaitsForHijackedConnections(t *testing.T) {
 }
 
 // TestHTTPServerClosesHijackedConnectionsAtDeadline checks a client and a
-// handler that ignore shutdown: the hook closes the hijacked connection
-// at its deadline and its error gives the count.
+// handler that ignore shutdown: the hook closes the hijacked connection at
+// its deadline and its error gives the count. Also when Handler sits inside
+// middleware whose writer has only Unwrap, and the connection is hijacked
+// through http.ResponseController, as gorilla/websocket and
+// coder/websocket hijack.
 func TestHTTPServerClosesHijackedConnectionsAtDeadline(t *testing.T) {
-	m := newTest()
-	ended := make(chan struct{})
-	srv := &http.Server{Handler: m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
-		defer close(ended)
-		io.Copy(io.Discard, r) // until the connection is closed
-	}))}
-	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
-	c, err := net.Dial("tcp", serve(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
-	br := dialUpgraded(t, c)
-	m.Trigger()
-	err = m.Wait()
-	var he *HookError
-	const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
-	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
-		t.Errorf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
-	}
-	select {
-	case <-ended:
-	case <-time.After(30 * time.Second): // hang guard
-		t.Fatal("the hijacked connection was not closed")
-	}
-	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Errorf("hijacked connection after the deadline: Read() = %d, %v; want 0, EOF", n, err)
+	for _, tc := range []struct {
+		name string
+		wrap func(http.Handler) http.Handler
+	}{
+		{"direct", func(h http.Handler) http.Handler { return h }},
+		{"under Unwrap-only middleware", unwrapOnly},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newTest()
+			ended := make(chan struct{})
+			srv := &http.Server{Handler: tc.wrap(m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
+				defer close(ended)
+				io.Copy(io.Discard, r) // until the connection is closed
+			})))}
+			m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+			c, err := net.Dial("tcp", serve(t, srv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Closing it ends the handler's copy, should the hook not have.
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
+			br := dialUpgraded(t, c)
+			m.Trigger()
+			err = m.Wait()
+			var he *HookError
+			const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
+			if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
+				// Untracked, the connection is still open: reading it
+				// would wait for the hang guard.
+				t.Fatalf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
+			}
+			if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("hijacked connection after the deadline: Read() = %d, %v; want 0, EOF (closed by the hook)", n, err)
+			}
+			<-ended
+		})
 	}
 }
 
@@ -286,42 +298,6 @@ func unwrapOnly(h http.Handler) http.Handler {
 type statusWriter struct{ http.ResponseWriter }
 
 func (w statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware checks that
-// Handler inside middleware whose writer has only Unwrap still tracks a
-// connection hijacked through http.ResponseController, as gorilla/websocket
-// hijacks: the application never closes it, so the hook closes it at its
-// deadline and counts it.
-func TestHTTPServerClosesConnectionHijackedUnderUnwrapMiddleware(t *testing.T) {
-	m := newTest()
-	ended := make(chan struct{})
-	srv := &http.Server{Handler: unwrapOnly(m.Handler(upgrade(t, func(c net.Conn, r *bufio.Reader) {
-		defer close(ended)
-		io.Copy(io.Discard, r) // until the connection is closed
-	})))}
-	m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
-	c, err := net.Dial("tcp", serve(t, srv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Closing it ends the handler's copy, should the hook not have.
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second)) // hang guard
-	br := dialUpgraded(t, c)
-	m.Trigger()
-	err = m.Wait()
-	var he *HookError
-	const want = "http server: closed 1 hijacked connection still open at the deadline: context deadline exceeded"
-	if !errors.As(err, &he) || he.Err.Error() != want || !errors.Is(err, ErrTimeout) {
-		// Untracked, the connection is still open: reading it would
-		// wait for the hang guard.
-		t.Fatalf("Wait() = %v, want ErrTimeout from hook http: %q", err, want)
-	}
-	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-		t.Errorf("hijacked connection after the hook: Read() = %d, %v; want 0, EOF (closed by the hook)", n, err)
-	}
-	<-ended
-}
 
 // ginStyleWriter is the ResponseWriter of routers such as gin: it always
 // has a Hijack method, which asserts that the writer it wraps can hijack,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -85,13 +84,10 @@ func TestSecondSignalExitsDespiteStuckLogHandler(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := &blockingHandler{Handler: slog.NewTextHandler(io.Discard, nil), block: "second signal",
 			blocked: make(chan struct{}), release: make(chan struct{})}
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(slog.New(h)))
+		m, sigs, exited := newExiting(WithLogger(slog.New(h)))
 		release := make(chan struct{})
 		entered := make(chan struct{})
 		m.Add("stuck", func(ctx context.Context) error { close(entered); <-release; return nil })
-		sigs := <-got
 		sigs <- syscall.SIGTERM
 		<-entered
 		start := time.Now()

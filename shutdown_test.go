@@ -495,6 +495,15 @@ func wantPanic(t *testing.T, want string, f func()) {
 }
 
 // captureNotify is a notify seam that hands the signal channel to the test.
+// newExiting returns a Manager whose signals come from sigs and whose
+// forced exit sends its code on exited instead of exiting.
+func newExiting(opts ...Option) (m *Manager, sigs chan<- os.Signal, exited chan int) {
+	got := make(chan chan<- os.Signal, 1)
+	exited = make(chan int, 1)
+	m = New(append([]Option{seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}}, opts...)...)
+	return m, <-got, exited
+}
+
 func captureNotify(ch chan chan<- os.Signal) func(chan<- os.Signal, ...os.Signal) {
 	return func(c chan<- os.Signal, _ ...os.Signal) { ch <- c }
 }
@@ -520,15 +529,12 @@ func TestSignalStartsShutdown(t *testing.T) {
 
 func TestSecondSignalExits(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
 		var logs logBuffer
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(logs.logger(slog.LevelInfo)))
+		m, sigs, exited := newExiting(WithLogger(logs.logger(slog.LevelInfo)))
 		release := make(chan struct{})
 		defer close(release)
 		entered := make(chan struct{})
 		m.Add("stuck-db", func(ctx context.Context) error { close(entered); <-release; return nil })
-		sigs := <-got
 		sigs <- syscall.SIGTERM
 		<-entered
 		time.Sleep(2 * time.Second) // synctest: fake time, to show elapsed in the log

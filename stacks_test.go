@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
@@ -103,13 +102,10 @@ func TestStackCapturesAreCapped(t *testing.T) {
 
 func TestSecondSignalLogsStacks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		got := make(chan chan<- os.Signal, 1)
-		exited := make(chan int, 1)
 		var logs logBuffer
-		m := New(seams{notify: captureNotify(got), exit: func(c int) { exited <- c }}, WithLogger(logs.logger(slog.LevelInfo)))
+		m, sigs, exited := newExiting(WithLogger(logs.logger(slog.LevelInfo)))
 		release, entered := make(chan struct{}), make(chan struct{})
 		m.Add("flush", func(ctx context.Context) error { close(entered); blockedInFlushToDisk(release); return nil })
-		sigs := <-got
 		sigs <- syscall.SIGTERM
 		<-entered
 		sigs <- syscall.SIGTERM
