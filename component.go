@@ -80,7 +80,7 @@ func (m *Manager) componentReturned(c *component, res result) {
 	}
 	c.end, c.herr = now, herr
 	st := m.state
-	if st != stopped {
+	if st != released {
 		// Queued before ended is closed, so before Wait's last record.
 		m.logEnd(&c.task, herr, now.Sub(c.start), 0)
 	}

@@ -267,52 +267,52 @@ func TestGoLateIsLoggedNotRun(t *testing.T) {
 
 func TestGoBadInputPanics(t *testing.T) {
 	m := newTest()
-	defer m.Stop()
+	defer m.Release()
 	wantPanic(t, "shutdown: Go: name is empty", func() { m.Go("", func(context.Context) error { return nil }) })
 	wantPanic(t, `shutdown: Go("worker"): fn is nil`, func() { m.Go("worker", nil) })
 }
 
-// Stop before a shutdown ends the Manager: Done closed, Wait and Run nil,
-// Run's fn not called, the Context cancelled with "shutdown: stopped", and
+// Release before a shutdown ends the Manager: Done closed, Wait and Run nil,
+// Run's fn not called, the Context cancelled with "shutdown: released", and
 // a later Trigger, Add or Go only logged.
-func TestStopBeforeShutdownEndsTheManager(t *testing.T) {
+func TestReleaseBeforeShutdownEndsTheManager(t *testing.T) {
 	var logs logBuffer
 	m := New(WithSignals(), WithLogger(logs.logger(slog.LevelInfo)))
-	m.Add("hook", func(context.Context) error { t.Error("hook ran after Stop"); return nil })
-	m.Stop()
-	m.Stop() // idempotent
+	m.Add("hook", func(context.Context) error { t.Error("hook ran after Release"); return nil })
+	m.Release()
+	m.Release() // idempotent
 	<-m.Done()
 	if err := m.Wait(); err != nil {
 		t.Errorf("Wait() = %v, want nil", err)
 	}
-	if err := m.Run(func(context.Context) error { t.Error("fn called after Stop"); return nil }); err != nil {
+	if err := m.Run(func(context.Context) error { t.Error("fn called after Release"); return nil }); err != nil {
 		t.Errorf("Run() = %v, want nil", err)
 	}
-	if got := context.Cause(m.Context()); got == nil || got.Error() != "shutdown: stopped" {
+	if got := context.Cause(m.Context()); got == nil || got.Error() != "shutdown: released" {
 		t.Errorf("cause = %v, want shutdown: stopped", got)
 	}
 	m.Trigger()
 	m.Add("late", func(context.Context) error { t.Error("late hook ran"); return nil })
 	m.Go("late", func(context.Context) error { t.Error("late component ran"); return nil })
-	logs.waitFor(t, "Trigger after Stop", "hook added after Stop; not run", "component started after Stop; not run")
+	logs.waitFor(t, "Trigger after Release", "hook added after Release; not run", "component started after Release; not run")
 	select {
 	case <-m.Stopping():
-		t.Error("Stopping() closed by Stop, want it open: no shutdown started")
+		t.Error("Stopping() closed by Release, want it open: no shutdown started")
 	default:
 	}
 }
 
-// Stop after a shutdown has started only stops catching signals: the
+// Release after a shutdown has started only stops catching signals: the
 // shutdown runs on, and a second signal no longer forces an exit.
-func TestStopDuringShutdownOnlyStopsSignals(t *testing.T) {
+func TestReleaseDuringShutdownOnlyStopsSignals(t *testing.T) {
 	got := make(chan chan<- os.Signal, 1)
-	m := New(seams{notify: captureNotify(got), exit: func(int) { t.Error("forced exit after Stop") }}, WithLogger(discard))
+	m := New(seams{notify: captureNotify(got), exit: func(int) { t.Error("forced exit after Release") }}, WithLogger(discard))
 	sigs := <-got
 	release := make(chan struct{})
 	m.Add("slow", func(context.Context) error { <-release; return nil })
 	sigs <- syscall.SIGTERM
 	<-m.Stopping()
-	m.Stop()
+	m.Release()
 	select {
 	case sigs <- syscall.SIGTERM: // buffered: nobody reads it any more
 	default:
@@ -323,13 +323,13 @@ func TestStopDuringShutdownOnlyStopsSignals(t *testing.T) {
 	}
 }
 
-// 100 Managers released with Stop leave no goroutine behind: not the
+// 100 Managers released with Release leave no goroutine behind: not the
 // signal watcher, not the log goroutine.
-func TestStoppedManagersLeakNothing(t *testing.T) {
+func TestReleasedManagersLeakNothing(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	for range 100 {
 		m := New(WithLogger(discard)) // the default signals, through signal.Notify
-		m.Stop()
+		m.Release()
 		m.Trigger() // logged, on a goroutine that ends with its record
 	}
 	goleak.VerifyNone(t, before)

@@ -104,12 +104,12 @@ func ExampleManager_Go() {
 	// shutdown: component "grpc": listen tcp :9090: bind: address already in use
 }
 
-// Stop releases a Manager that will not be used, say when a constructor
+// Release releases a Manager that will not be used, say when a constructor
 // fails after New: it stops catching signals and ends the Manager, so no
 // goroutine of it is left and SIGINT kills the process again.
-func ExampleManager_Stop() {
+func ExampleManager_Release() {
 	m := shutdown.New(quiet)
-	defer m.Stop() // once Wait has returned, it changes nothing
+	defer m.Release() // once Wait has returned, it changes nothing
 	if _, err := os.Open("/no/such/config.json"); err != nil {
 		fmt.Println("config:", errors.Unwrap(err))
 		return

@@ -50,7 +50,9 @@ func ExampleSignalError() {
 	var se *shutdown.SignalError
 	if errors.As(context.Cause(m.Context()), &se) {
 		fmt.Println("stopped by", se.Signal)
+		fmt.Println("a CLI would exit", se.ExitCode()) // os.Exit(se.ExitCode())
 	}
 	// Output:
 	// stopped by interrupt
+	// a CLI would exit 130
 }

@@ -98,7 +98,7 @@ type entry struct {
 // say) it is an ordinary Add. Once hooks are running, h runs next: after the
 // hook now running and before any not yet started, as the last added hook
 // should; a hook whose Concurrent set is running or pending joins it. Once
-// the last hook has ended (or after [Manager.Stop]), h is not run and an
+// the last hook has ended (or after [Manager.Release]), h is not run and an
 // error record naming it is logged. A hook that waits for a hook it added
 // itself waits until its own bound. Add panics if name is empty, h is nil or
 // an option is nil; it never panics for being late.

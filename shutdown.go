@@ -46,11 +46,11 @@ const (
 	draining              // shutdown started; drain delay running
 	hooking               // hooks running
 	finished              // the last hook has ended
-	stopped               // Stop ended the Manager before any shutdown
+	released              // Release ended the Manager before any shutdown
 )
 
 func (s state) String() string {
-	return [...]string{"idle", "the drain delay", "the hooks' start", "the last hook ended", "Stop"}[s]
+	return [...]string{"idle", "the drain delay", "the hooks' start", "the last hook ended", "Release"}[s]
 }
 
 // A Manager coordinates one process's shutdown: it listens for signals,
@@ -61,13 +61,13 @@ func (s state) String() string {
 type Manager struct {
 	cfg      config
 	sigCh    chan os.Signal // nil when no signals are configured
-	quit     chan struct{}  // closed by Stop: the signal goroutine ends
+	quit     chan struct{}  // closed by Release: the signal goroutine ends
 	quitOnce sync.Once
 	sigDone  chan struct{} // closed when the signal goroutine has ended
 	stopping chan struct{} // closed at step 1
 	drainCut chan struct{} // closed by a later signal with WithForceExit(false)
 	cutOnce  sync.Once
-	done     chan struct{} // closed when shutdown has finished, or by Stop
+	done     chan struct{} // closed when shutdown has finished, or by Release
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	logs     logQueue
@@ -95,7 +95,7 @@ type Manager struct {
 // New returns a Manager configured by opts and installs its signal handler at
 // once, as [signal.NotifyContext] does, so a signal that arrives before
 // [Manager.Wait] or [Manager.Run] is called still starts an orderly shutdown.
-// [Manager.Stop] releases it if it is never used. New panics if an option is
+// [Manager.Release] releases it if it is never used. New panics if an option is
 // nil or an explicit drain delay is not shorter than the budget.
 func New(opts ...Option) *Manager {
 	cfg := config{
@@ -142,7 +142,7 @@ func New(opts ...Option) *Manager {
 // Trigger starts shutdown now, as a signal would. It is idempotent: calls
 // after the first do nothing. When Trigger returns, [Manager.Stopping] is
 // closed. It does not wait for shutdown to finish; use [Manager.Wait].
-// After [Manager.Stop] it only logs.
+// After [Manager.Release] it only logs.
 func (m *Manager) Trigger() { m.TriggerCause(nil) }
 
 // TriggerCause is [Manager.Trigger] with a reason: err becomes the cause of
@@ -164,13 +164,13 @@ func (m *Manager) TriggerCause(err error) {
 	}
 	m.mu.Lock()
 	st, sealed := m.state, m.sealed
-	if joined != nil && !sealed && st != stopped {
+	if joined != nil && !sealed && st != released {
 		m.triggered = append(m.triggered, joined)
 	}
 	m.mu.Unlock()
 	switch {
-	case st == stopped:
-		m.log(slog.LevelError, "shutdown: Trigger after Stop; ignored", slog.Any("cause", cause))
+	case st == released:
+		m.log(slog.LevelError, "shutdown: Trigger after Release; ignored", slog.Any("cause", cause))
 	case err == nil:
 	case sealed:
 		// Wait returns the same error to every caller: one that may have
@@ -205,35 +205,39 @@ func (m *Manager) begin(cause, joined error, by *component) bool {
 	return true
 }
 
-// Stop stops catching signals, like [signal.Stop]: once it returns, no
+// Release stops catching signals, like [signal.Stop]: once it returns, no
 // signal reaches the Manager, and a signal gets its default action again
 // once nothing else in the process catches it. It is idempotent.
 //
-// Before a shutdown has started, Stop also ends the Manager: [Manager.Done]
+// Before a shutdown has started, Release also ends the Manager: [Manager.Done]
 // is closed, [Manager.Wait] and [Manager.Run] return nil (Run without
 // calling its function), [Manager.Context] is cancelled with the cause
-// "shutdown: stopped", no hook runs, and a later Trigger, Add or Go only
+// "shutdown: released", no hook runs, and a later Trigger, Add or Go only
 // logs; [Manager.Stopping] stays open. Components already running are not
-// waited for, and their errors are dropped: Stop is for a Manager that will
-// not be used, such as one that a failed constructor made. After a shutdown has started, Stop only stops
-// catching signals (so a second signal no longer forces an exit) and the
-// shutdown runs on.
-func (m *Manager) Stop() {
+// waited for, and their errors are dropped: Release is for a Manager that
+// will not be used, such as one that a failed constructor made. After a
+// shutdown has started, Release only stops catching signals (so a second
+// signal no longer forces an exit) and the shutdown runs on.
+//
+// To stop a service and run its hooks, call [Manager.Trigger]. Release is
+// named like [os.Process.Release]; it was once Stop, which newcomers read as
+// "stop the service" (grpc's Stop, fx's app.Stop) and so lost every hook.
+func (m *Manager) Release() {
 	m.quitOnce.Do(func() {
 		if m.sigCh != nil {
 			signal.Stop(m.sigCh)
 		}
 		close(m.quit)
 	})
-	<-m.sigDone // a signal read before Stop is handled before it returns
+	<-m.sigDone // a signal read before Release is handled before it returns
 	m.mu.Lock()
 	if m.state != idle {
 		m.mu.Unlock()
 		return
 	}
-	m.state = stopped
+	m.state = released
 	m.mu.Unlock()
-	m.cancel(errStopped)
+	m.cancel(errReleased)
 	close(m.done)
 }
 
@@ -254,7 +258,7 @@ func (m *Manager) Context() context.Context { return m.ctx }
 
 // Done returns a channel that is closed when shutdown has finished: every
 // hook has ended or been abandoned, every component has returned or been
-// abandoned, and the result is ready. [Manager.Stop] closes it too.
+// abandoned, and the result is ready. [Manager.Release] closes it too.
 func (m *Manager) Done() <-chan struct{} { return m.done }
 
 // Wait blocks until shutdown has finished and returns its result, the same
@@ -287,7 +291,7 @@ func (m *Manager) Wait() error {
 //
 // Go before the hooks start (during the drain delay, say) starts fn, whose
 // context may be done already. From the hooks' start on (and after
-// [Manager.Stop]), Go does not start fn and logs an error record naming
+// [Manager.Release]), Go does not start fn and logs an error record naming
 // it, since nothing could stop it any more; it never panics for being late.
 // Several components may share a name. Go panics if name is empty or fn is
 // nil.
@@ -307,7 +311,7 @@ func (m *Manager) Go(name string, fn func(ctx context.Context) error) {
 // [Manager.Go]), then waits for shutdown to finish and returns its result,
 // as [Manager.Wait] does. fn returning starts shutdown; its *HookError's
 // Error says "run function". Run panics if fn is nil or if Run was called
-// before. Called after hooks have started or after [Manager.Stop], it does
+// before. Called after hooks have started or after [Manager.Release], it does
 // not call fn and returns the result.
 //
 // The exit code follows from Run's result as the last lines of main: exit 0
@@ -424,5 +428,5 @@ func is(err, target error) (match bool) {
 
 var (
 	errTriggered = errors.New("shutdown: triggered")
-	errStopped   = errors.New("shutdown: stopped")
+	errReleased  = errors.New("shutdown: released")
 )

@@ -95,6 +95,19 @@ type SignalError struct {
 // Error says which signal arrived: "shutdown: received SIGTERM".
 func (e *SignalError) Error() string { return "shutdown: received " + signalName(e.Signal) }
 
+// ExitCode returns 128 plus the signal's number, the code a shell reports
+// for a process that a signal ended (130 after Ctrl-C, 143 after SIGTERM),
+// for a command-line tool that wants that convention:
+//
+//	if se := (*shutdown.SignalError)(nil); errors.As(context.Cause(m.Context()), &se) {
+//		os.Exit(se.ExitCode())
+//	}
+//
+// A service should exit 0 after a clean shutdown instead: supervisors read
+// a non-zero code as a failure. Where a signal has no number (plan9), it is
+// 129.
+func (e *SignalError) ExitCode() int { return 128 + signalNumber(e.Signal) }
+
 // notifySystemd sends state to systemd's notification socket, as
 // sd_notify(3) does, when NOTIFY_SOCKET is set: a path, or an abstract
 // socket starting with '@'. Without NOTIFY_SOCKET it does nothing. A full

@@ -34,7 +34,7 @@ func signalChild(mode string) int {
 		// 100 Managers that a failing constructor made and released: none
 		// of them may catch the SIGINT that follows.
 		for range 100 {
-			New(opts...).Stop()
+			New(opts...).Release()
 		}
 		fmt.Println("ready")
 		time.Sleep(time.Minute) // the parent's SIGINT ends the process first
@@ -222,9 +222,9 @@ func TestSignalNames(t *testing.T) {
 	}
 }
 
-// After Stop, a signal gets its default action again: SIGINT ends the
+// After Release, a signal gets its default action again: SIGINT ends the
 // process, which 100 released Managers do not catch.
-func TestRealSignalAfterStopGetsDefaultAction(t *testing.T) {
+func TestRealSignalAfterReleaseGetsDefaultAction(t *testing.T) {
 	c := startChild(t, "stopped")
 	c.kill(t, syscall.SIGINT)
 	out, _ := c.wait(t)
