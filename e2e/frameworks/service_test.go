@@ -45,9 +45,9 @@ var (
 // service is what every framework serves, apart from the framework's own
 // calls: the tests wire its methods into each framework's routes.
 type service struct {
-	m       *shutdown.Manager
-	slowIn  chan struct{} // a value each time /slow starts
-	ended   atomic.Int32  // streams ended because m.Context() was cancelled
+	m      *shutdown.Manager
+	slowIn chan struct{} // a value each time /slow starts
+	ended  atomic.Int32  // streams ended because m.Context() was cancelled
 }
 
 func newService(m *shutdown.Manager) *service {
