@@ -37,6 +37,7 @@ var stacks = []stack{
 	{"echo (Start, WrapMiddleware)", wireEchoStart, http1},
 	{"chi", wireChi, http1},
 	{"x/net h2c.NewHandler", wireXNetH2C, http2PriorKnowledge},
+	{"x/net h2c + ConfigureServer", wireXNetH2CConfigured, http2PriorKnowledge},
 	{"net/http h2c (Protocols)", wireProtocols, http2PriorKnowledge},
 	{"connect-go", wireConnect, newConnectCalls},
 }
@@ -120,6 +121,17 @@ func wireChi(s *service, ln net.Listener) (*http.Server, func() error) {
 // tracked.
 func wireXNetH2C(s *service, ln net.Listener) (*http.Server, func() error) {
 	srv := &http.Server{Handler: s.m.Handler(h2c.NewHandler(s.mux(), &http2.Server{}))}
+	return srv, serveOn(srv, ln)
+}
+
+// wireXNetH2CConfigured adds http2.ConfigureServer with the same
+// http2.Server, which has Shutdown send GOAWAY on the h2c connections too.
+func wireXNetH2CConfigured(s *service, ln net.Listener) (*http.Server, func() error) {
+	h2s := new(http2.Server)
+	srv := &http.Server{Handler: s.m.Handler(h2c.NewHandler(s.mux(), h2s))}
+	if err := http2.ConfigureServer(srv, h2s); err != nil {
+		panic(err)
+	}
 	return srv, serveOn(srv, ln)
 }
 
