@@ -13,8 +13,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/go-chi/chi/v5"
 	"github.com/labstack/echo/v4"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gracefulgo/shutdown"
@@ -113,25 +111,6 @@ func wireChi(s *service, ln net.Listener) (*http.Server, func() error) {
 	r.Get("/slow", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, s.slow(r.Context())) })
 	r.Get("/events", s.sse)
 	srv := &http.Server{Handler: r}
-	return srv, serveOn(srv, ln)
-}
-
-// wireXNetH2C serves HTTP/2 without TLS through x/net's h2c handler,
-// which hijacks the connection: Handler outside it, so that the hijack is
-// tracked.
-func wireXNetH2C(s *service, ln net.Listener) (*http.Server, func() error) {
-	srv := &http.Server{Handler: s.m.Handler(h2c.NewHandler(s.mux(), &http2.Server{}))}
-	return srv, serveOn(srv, ln)
-}
-
-// wireXNetH2CConfigured adds http2.ConfigureServer with the same
-// http2.Server, which has Shutdown send GOAWAY on the h2c connections too.
-func wireXNetH2CConfigured(s *service, ln net.Listener) (*http.Server, func() error) {
-	h2s := new(http2.Server)
-	srv := &http.Server{Handler: s.m.Handler(h2c.NewHandler(s.mux(), h2s))}
-	if err := http2.ConfigureServer(srv, h2s); err != nil {
-		panic(err)
-	}
 	return srv, serveOn(srv, ln)
 }
 
