@@ -218,10 +218,12 @@ func serve(t *testing.T, st stack, m *shutdown.Manager) (*service, string) {
 
 // serveOther starts st's service again, as the other instance that the
 // balancer sends new connections to once the one under test is out. It is
-// shut down at the end of the test.
+// shut down at the end of the test, after the clients have closed their
+// connections if it was started before them.
 func serveOther(t *testing.T, st stack) string {
 	t.Helper()
-	m := shutdown.New(shutdown.WithSignals(), shutdown.WithLogger(logBuffer(t, "the other instance")))
+	m := shutdown.New(shutdown.WithSignals(), shutdown.WithTimeout(budget),
+		shutdown.WithLogger(logBuffer(t, "the other instance")))
 	_, addr := serve(t, st, m)
 	t.Cleanup(func() {
 		m.Trigger()
@@ -247,11 +249,12 @@ func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 			m := shutdown.New(shutdown.WithSignals(), shutdown.WithDrainDelay(drain),
 				shutdown.WithTimeout(budget), shutdown.WithLogger(logBuffer(t, "the instance under test")))
 			s, addr := serve(t, st, m)
+			other := serveOther(t, st) // first, so that its cleanup runs after the clients'
 			lb := newBalancer(addr)
 			r.tr = drive(t, target{
 				calls:    st.calls(t, lb),
 				lb:       lb,
-				other:    serveOther(t, st),
+				other:    other,
 				slowIn:   s.slowIn,
 				shutdown: m.Trigger,
 				done:     m.Done(),

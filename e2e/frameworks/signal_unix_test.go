@@ -70,11 +70,12 @@ func TestGinServiceExitsZeroOnSIGTERM(t *testing.T) {
 	case <-exited:
 		t.Fatalf("ginservice exited before listening: %v\n%s", waitErr, log.String())
 	}
+	other := serveOther(t, stack{"gin", wireGin, http1})
 	lb := newBalancer(a)
 	tr := drive(t, target{
 		calls:    http1(t, lb),
 		lb:       lb,
-		other:    serveOther(t, stack{"gin", wireGin, http1}),
+		other:    other,
 		slowIn:   slowIn,
 		shutdown: func() { syscall.Kill(cmd.Process.Pid, syscall.SIGTERM) },
 		done:     exited,
