@@ -280,9 +280,40 @@ func drive(t *testing.T, tg target) traffic {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
+	streamErrs, slowErr := openInFlight(t, ctx, tg)
+	l := startLoad(ctx, tg.calls, tg.done)
+	waitFor(t, "20 requests before the shutdown", func() bool { return l.requests.Load() >= 20 })
+	start := time.Now()
+	l.draining.Store(true)
+	tg.shutdown()
+	time.AfterFunc(drain/3, func() {
+		tg.lb.addr.Store(&tg.other)
+		l.removed.Store(true)
+	})
 	var tr traffic
+	select {
+	case <-tg.done:
+		tr.exit = time.Since(start)
+	case <-ctx.Done():
+		t.Fatal("shutdown did not end in 30s")
+	}
+	l.wg.Wait()
+	tr.requests, tr.failed, tr.during = l.requests.Load(), l.failed.Load(), l.during.Load()
+	tr.slowest, tr.firstErr = time.Duration(l.slowest.Load()), l.firstErr
+	tr.slowErr = <-slowErr
+	for range streams {
+		tr.streamErrs = append(tr.streamErrs, <-streamErrs)
+	}
+	return tr
+}
+
+// openInFlight opens the streams and the slow request and returns once
+// each stream has its first event and the slow request's handler runs.
+// Each sends its result on the channel returned for it.
+func openInFlight(t *testing.T, ctx context.Context, tg target) (streamErrs, slowErr chan error) {
+	t.Helper()
 	opened := make(chan struct{}, streams)
-	streamErrs := make(chan error, streams)
+	streamErrs = make(chan error, streams)
 	for range streams {
 		go func() { streamErrs <- tg.calls.stream(ctx, opened) }()
 	}
@@ -295,7 +326,7 @@ func drive(t *testing.T, tg target) traffic {
 			t.Fatal("stream did not open in 30s")
 		}
 	}
-	slowErr := make(chan error, 1)
+	slowErr = make(chan error, 1)
 	go func() { slowErr <- tg.calls.slow(ctx) }()
 	select {
 	case <-tg.slowIn:
@@ -304,58 +335,49 @@ func drive(t *testing.T, tg target) traffic {
 	case <-ctx.Done():
 		t.Fatal("slow request did not start in 30s")
 	}
+	return streamErrs, slowErr
+}
 
-	var (
-		requests, failed, during, slowest atomic.Int64
-		errOnce                           sync.Once
-		wg                                sync.WaitGroup
-		draining, removed                 atomic.Bool
-	)
+// load is loaders clients sending plain requests in a loop.
+type load struct {
+	wg                                sync.WaitGroup
+	requests, failed, during, slowest atomic.Int64
+	draining, removed                 atomic.Bool // shutdown started; the balancer took the instance out
+	errOnce                           sync.Once
+	firstErr                          error
+}
+
+// startLoad starts the clients; they stop when stop is closed.
+func startLoad(ctx context.Context, c calls, stop <-chan struct{}) *load {
+	l := new(load)
 	for range loaders {
-		wg.Go(func() {
+		l.wg.Go(func() {
 			for {
 				select {
-				case <-tg.done:
+				case <-stop:
 					return
 				default:
 				}
-				if draining.Load() && !removed.Load() {
-					during.Add(1)
-				}
-				requests.Add(1)
-				t0 := time.Now()
-				if err := tg.calls.hello(ctx); err != nil {
-					failed.Add(1)
-					errOnce.Do(func() { tr.firstErr = err })
-				}
-				d := int64(time.Since(t0))
-				for old := slowest.Load(); d > old && !slowest.CompareAndSwap(old, d); old = slowest.Load() {
-				}
+				l.send(ctx, c)
 			}
 		})
 	}
-	waitFor(t, "20 requests before the shutdown", func() bool { return requests.Load() >= 20 })
-	start := time.Now()
-	draining.Store(true)
-	tg.shutdown()
-	time.AfterFunc(drain/3, func() {
-		tg.lb.addr.Store(&tg.other)
-		removed.Store(true)
-	})
-	select {
-	case <-tg.done:
-		tr.exit = time.Since(start)
-	case <-ctx.Done():
-		t.Fatal("shutdown did not end in 30s")
+	return l
+}
+
+func (l *load) send(ctx context.Context, c calls) {
+	if l.draining.Load() && !l.removed.Load() {
+		l.during.Add(1)
 	}
-	wg.Wait()
-	tr.requests, tr.failed, tr.during = requests.Load(), failed.Load(), during.Load()
-	tr.slowest = time.Duration(slowest.Load())
-	tr.slowErr = <-slowErr
-	for range streams {
-		tr.streamErrs = append(tr.streamErrs, <-streamErrs)
+	l.requests.Add(1)
+	t0 := time.Now()
+	if err := c.hello(ctx); err != nil {
+		l.failed.Add(1)
+		l.errOnce.Do(func() { l.firstErr = err })
 	}
-	return tr
+	d := int64(time.Since(t0))
+	for old := l.slowest.Load(); d > old && !l.slowest.CompareAndSwap(old, d); old = l.slowest.Load() {
+	}
 }
 
 // check fails t for every way tr falls short of a clean shutdown, ended
