@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -185,9 +186,8 @@ func HTTPServer(s *http.Server) Hook {
 func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- s.Shutdown(sctx) }()
 	var shutErr error
+	shut := goRelaying(func() { shutErr = s.Shutdown(sctx) })
 	shutDone := false
 	for {
 		t.mu.Lock()
@@ -220,8 +220,9 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 		}
 		select {
 		case <-wake:
-		case err := <-shut:
-			shutDone, shutErr, shut = true, err, nil
+		case p := <-shut:
+			relay(p)
+			shutDone, shut = true, nil
 			if ctx.Err() != nil {
 				return t.cut(ctx, s, cancel, shut)
 			}
@@ -231,20 +232,65 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	}
 	// Close now rather than leave it to Shutdown, which polls up to every
 	// half second: nothing is left to cut, and the listeners are closed.
-	cerr := s.Close()
+	// Shutdown first returns (its context cancelled), so that one that
+	// panicked, perhaps holding the server's lock, is reported rather than
+	// deadlock Close.
 	cancel()
 	if !shutDone {
-		if err := <-shut; err != nil && !errors.Is(err, context.Canceled) {
-			shutErr = err // a listener's Close failed
+		relay(<-shut)
+		if errors.Is(shutErr, context.Canceled) {
+			shutErr = nil
 		}
 	}
+	cerr := s.Close()
 	switch {
 	case shutErr != nil:
-		return fmt.Errorf("http server: Shutdown: %w", shutErr)
+		return fmt.Errorf("http server: Shutdown: %w", shutErr) // a listener's Close failed
 	case cerr != nil:
 		return fmt.Errorf("http server: Close: %w", cerr)
 	}
 	return nil
+}
+
+// relayedPanic is a panic recovered on a goroutine that an adapter starts
+// for user code (GracefulStop, Shutdown with a listener's or connection's
+// Close), raised again on the hook's own goroutine, whose recover reports
+// it as [ErrPanic] with the stack where it happened. Unrecovered there, it
+// would end the process: a hook's recover covers only its own goroutine.
+type relayedPanic struct {
+	value any
+	stack []byte
+}
+
+// goRelaying runs f on a goroutine of its own; the channel it returns
+// delivers nil when f has returned, or the panic (or runtime.Goexit) that
+// ended it.
+func goRelaying(f func()) <-chan *relayedPanic {
+	done := make(chan *relayedPanic, 1)
+	go func() {
+		returned := false
+		defer func() {
+			v := recover()
+			switch {
+			case returned:
+				done <- nil
+			case v == nil:
+				done <- &relayedPanic{errGoexit, debug.Stack()}
+			default:
+				done <- &relayedPanic{v, debug.Stack()}
+			}
+		}()
+		f()
+		returned = true
+	}()
+	return done
+}
+
+// relay raises on the calling goroutine (the hook's) the panic p, if any.
+func relay(p *relayedPanic) {
+	if p != nil {
+		panic(*p)
+	}
 }
 
 // closeNow closes c, and, if it is a *tls.Conn, its transport first: the
@@ -260,7 +306,7 @@ func closeNow(c net.Conn) {
 // cut closes s and the hijacked connections at the hook's deadline, and
 // says what it cut. Its errors, like the other adapters', do not start with
 // "shutdown:": the [*HookError] that carries them does.
-func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
+func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan *relayedPanic) error {
 	t.mu.Lock()
 	trusted, active := t.seen && !t.late, 0
 	var secure []*tls.Conn
@@ -282,11 +328,11 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	for _, tc := range secure {
 		tc.NetConn().Close()
 	}
-	cerr := s.Close()
 	cancel()
 	if shut != nil {
-		<-shut // at once: its context is cancelled
+		relay(<-shut) // at once: its context is cancelled
 	}
+	cerr := s.Close()
 	for _, c := range hijacked {
 		closeNow(c.Conn)
 		c.Close()
@@ -357,23 +403,21 @@ func GRPCServer(s interface {
 		panic("shutdown: GRPCServer: s is nil")
 	}
 	return func(ctx context.Context) error {
-		done := make(chan struct{})
-		go func() {
-			s.GracefulStop()
-			close(done)
-		}()
+		done := goRelaying(s.GracefulStop)
 		select {
-		case <-done:
+		case p := <-done:
+			relay(p)
 			return nil
 		case <-ctx.Done():
 		}
 		select {
-		case <-done: // returned as the deadline came
+		case p := <-done: // returned as the deadline came
+			relay(p)
 			return nil
 		default:
 		}
 		s.Stop()
-		<-done
+		relay(<-done)
 		// Whether calls were in flight is not known: GracefulStop may have been
 		// about to return when the deadline came (or had passed already).
 		return fmt.Errorf("grpc server: GracefulStop had not finished at the deadline; stopped: %w", ctx.Err())
