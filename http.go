@@ -40,6 +40,22 @@ import (
 // Shutdown's next poll, up to half a second later: it returns within
 // milliseconds of the last write.
 //
+// HTTP/2 without TLS through golang.org/x/net/http2/h2c
+// (h2c.NewHandler(mux, &http2.Server{}), as connect-go and grpc-gateway
+// document) hijacks the connection and serves it outside net/http, and
+// x/net offers no way to send GOAWAY on it without
+// http2.ConfigureServer. Put Handler outside h2c's handler,
+// m.Handler(h2c.NewHandler(mux, h2s)), so that the hijacked connection is
+// tracked: the hook then closes it as soon as x/net reports it idle and
+// its last write has returned, so a stream in flight finishes first (a
+// request the client sends at that moment meets a closed connection, as
+// on an idle HTTP/1.1 connection). x/net's reports of that connection's
+// states, through s.ConnState, count as no connection of the server's own.
+// Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2) serves
+// what you need, prefer it: net/http then serves h2c itself and sends
+// GOAWAY, as over TLS; http2.ConfigureServer on s also gives h2c's
+// connections a GOAWAY from Shutdown.
+//
 // If the hook's context ends first, it calls Close, which cuts the
 // requests still running (their contexts are cancelled), closes the
 // hijacked connections still open, and reports [ErrTimeout] with what it
@@ -63,7 +79,11 @@ import (
 // so Run's function returning [http.ErrServerClosed] does not mean that the
 // handlers have finished: this hook returning does. Register what the
 // handlers use (a database) before the server, so that its hook runs after
-// this one. It panics if s is nil.
+// this one. A panic inside Shutdown, which the hook runs on a goroutine of
+// its own (a listener's or connection's Close), is the hook's [ErrPanic]
+// with the stack where it happened, and the hook returns at once: the
+// server may hold its lock, so nothing more is called on it. It panics if s
+// is nil.
 func HTTPServer(s *http.Server) Hook {
 	if s == nil {
 		panic("shutdown: HTTPServer: s is nil")
@@ -339,8 +359,11 @@ func (m *Manager) ReadinessHandler() http.Handler {
 // the calls in flight; if the hook's context ends first, Stop, which cancels
 // them, and the hook reports [ErrTimeout]. Streams that never end on their
 // own (watches, subscriptions) hold GracefulStop until the deadline: end
-// them from [Manager.Context] or from an earlier hook. The library takes no
-// gRPC dependency. It panics if s is nil.
+// them from [Manager.Context] or from an earlier hook (the module
+// github.com/gracefulgo/shutdown/shutdowngrpc does). A panic in
+// GracefulStop, which the hook runs on a goroutine of its own, is the
+// hook's [ErrPanic] with GracefulStop's stack. The library takes no gRPC
+// dependency. It panics if s is nil.
 func GRPCServer(s interface {
 	GracefulStop()
 	Stop()
