@@ -248,7 +248,8 @@ func methodSet(w http.ResponseWriter) int {
 	if hijacks(w) {
 		set |= canHijack
 	}
-	if _, ok := w.(http.CloseNotifier); ok { //lint:ignore SA1019 frameworks assert it
+	//lint:ignore SA1019 frameworks assert it
+	if _, ok := w.(http.CloseNotifier); ok {
 		set |= canCloseNotify
 	}
 	if _, ok := w.(io.ReaderFrom); ok {
