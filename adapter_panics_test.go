@@ -113,15 +113,7 @@ func TestHTTPServerShutdownPanicIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl := panickyListener{ln, make(chan *panickyConn, 1)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(pl)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	serveOn(t, srv, pl)
 	get(t, client(t), "http://"+ln.Addr().String())
 	// Wait for the server to read for the next request, once idle: before
 	// that, its own goroutine would close the connection once Shutdown has

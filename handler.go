@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"weak"
 )
 
@@ -246,7 +248,8 @@ func methodSet(w http.ResponseWriter) int {
 	if hijacks(w) {
 		set |= canHijack
 	}
-	if _, ok := w.(http.CloseNotifier); ok { //lint:ignore SA1019 frameworks assert it
+	//lint:ignore SA1019 frameworks assert it
+	if _, ok := w.(http.CloseNotifier); ok {
 		set |= canCloseNotify
 	}
 	if _, ok := w.(io.ReaderFrom); ok {
@@ -306,11 +309,42 @@ func (w *http2Writer) Push(target string, opts *http.PushOptions) error {
 // HTTPServer drains: the server forgets it, so its Close tells the tracker.
 // It wraps rather than probes the socket for closing, so that it works
 // with any listener (TLS, PROXY protocol, cmux), and the hook hears of a
-// Close at once.
+// Close at once. It counts its writes, for an h2c connection's end (see
+// h2cIdle).
 type hijackedConn struct {
 	net.Conn
 	t    *connTracker
+	addr string // addrKey, fixed
 	once sync.Once
+
+	writing atomic.Int32  // writes under way
+	wrote   atomic.Uint64 // writes ended
+	watched atomic.Bool   // the hook waits for a write to end (h2c)
+
+	// Guarded by t.mu: what x/net reported, if it serves HTTP/2 over it.
+	h2c         bool      // x/net has reported a state for it
+	idleSince   time.Time // when it went idle; zero while a stream is open
+	wroteAtIdle uint64    // wrote then
+	closing     bool      // the hook has closed it and waits for x/net's Close
+}
+
+// Write writes to the connection, counted.
+func (c *hijackedConn) Write(p []byte) (int, error) {
+	c.writing.Add(1)
+	n, err := c.Conn.Write(p)
+	c.wroteOne()
+	return n, err
+}
+
+// wroteOne ends a write, and wakes the hook if it waits for one.
+func (c *hijackedConn) wroteOne() {
+	c.wrote.Add(1)
+	c.writing.Add(-1)
+	if c.watched.Load() {
+		c.t.mu.Lock()
+		c.t.changed()
+		c.t.mu.Unlock()
+	}
 }
 
 // Close closes the connection and tells HTTPServer that it has ended.
@@ -327,6 +361,8 @@ func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 // ReadFrom keeps the server's connection's own ReadFrom (splice(2) and
 // sendfile(2) on a *net.TCPConn) for io.Copy into a tunnel.
 func (c *hijackedConn) ReadFrom(r io.Reader) (int64, error) {
+	c.writing.Add(1)
+	defer c.wroteOne()
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}

@@ -22,7 +22,8 @@ func answers(w http.ResponseWriter) string {
 	if _, ok := w.(http.Hijacker); ok {
 		has = append(has, "Hijacker")
 	}
-	if _, ok := w.(http.CloseNotifier); ok { //lint:ignore SA1019 frameworks assert it
+	//lint:ignore SA1019 frameworks assert it
+	if _, ok := w.(http.CloseNotifier); ok {
 		has = append(has, "CloseNotifier")
 	}
 	if _, ok := w.(io.ReaderFrom); ok {
@@ -163,7 +164,8 @@ func TestHandlerWriterTableMatchesItsIndex(t *testing.T) {
 		if h, ok := w.(http.Hijacker); ok {
 			h.Hijack()
 		}
-		if c, ok := w.(http.CloseNotifier); ok && c.CloseNotify() != under.notify { //lint:ignore SA1019 frameworks assert it
+		//lint:ignore SA1019 frameworks assert it
+		if c, ok := w.(http.CloseNotifier); ok && c.CloseNotify() != under.notify {
 			t.Errorf("writers[%d]: CloseNotify is not the wrapped writer's", set)
 		}
 		if rf, ok := w.(io.ReaderFrom); ok {

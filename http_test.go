@@ -23,6 +23,12 @@ func serve(t *testing.T, srv *http.Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, srv, ln)
+	return ln.Addr().String()
+}
+
+// serveOn runs srv on ln until the test ends.
+func serveOn(t *testing.T, srv *http.Server, ln net.Listener) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -32,7 +38,6 @@ func serve(t *testing.T, srv *http.Server) string {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
 }
 
 // client returns an HTTP client of the test's own, whose connections end
