@@ -35,6 +35,7 @@ var stacks = []stack{
 	{"echo (Start, WrapMiddleware)", wireEchoStart, http1},
 	{"chi", wireChi, http1},
 	{"x/net h2c.NewHandler", wireXNetH2C, http2PriorKnowledge},
+	{"x/net h2c, Handler inside too", wireXNetH2CInner, http2PriorKnowledge},
 	{"x/net h2c + ConfigureServer", wireXNetH2CConfigured, http2PriorKnowledge},
 	{"net/http h2c (Protocols)", wireProtocols, http2PriorKnowledge},
 	{"connect-go", wireConnect, newConnectCalls},

@@ -427,13 +427,13 @@ type row struct {
 }
 
 func (r row) String() string {
-	return fmt.Sprintf("| %-28s | %8d | %8d | %6d | %11d/%d | %9d | %9v | %7v |",
+	return fmt.Sprintf("| %-29s | %8d | %8d | %6d | %11d/%d | %9d | %9v | %7v |",
 		r.framework, r.tr.requests, r.tr.during, r.tr.failed, r.ended, streams, r.exitCode,
 		r.tr.exit.Round(time.Millisecond), r.tr.slowest.Round(time.Millisecond))
 }
 
-const tableHead = "| framework                    | requests | in drain | failed | streams ended | exit code | exit time | slowest |\n" +
-	"|------------------------------|----------|----------|--------|---------------|-----------|-----------|---------|"
+const tableHead = "| framework                     | requests | in drain | failed | streams ended | exit code | exit time | slowest |\n" +
+	"|-------------------------------|----------|----------|--------|---------------|-----------|-----------|---------|"
 
 // logBuffer collects the log of a Manager, printed under name if the test
 // fails.

@@ -18,6 +18,14 @@ func wireXNetH2C(s *service, ln net.Listener) (*http.Server, func() error) {
 	return srv, serveOn(srv, ln)
 }
 
+// wireXNetH2CInner wraps x/net's handler too, so that the requests it
+// serves carry Connection: close during the drain, which x/net turns into
+// GOAWAY.
+func wireXNetH2CInner(s *service, ln net.Listener) (*http.Server, func() error) {
+	srv := &http.Server{Handler: s.m.Handler(h2c.NewHandler(s.m.Handler(s.mux()), &http2.Server{}))}
+	return srv, serveOn(srv, ln)
+}
+
 // wireXNetH2CConfigured adds http2.ConfigureServer with the same
 // http2.Server, which has Shutdown send GOAWAY on the h2c connections too.
 func wireXNetH2CConfigured(s *service, ln net.Listener) (*http.Server, func() error) {
