@@ -240,7 +240,7 @@ func serveOther(t *testing.T, st stack) string {
 // (and on to another instance once the balancer has taken this one out).
 // Every request gets its whole response, every stream is ended by
 // m.Context() and the client sees its clean end, Wait returns nil, and
-// the shutdown ends within the drain delay plus a second.
+// the shutdown ends within the drain delay plus 1.5 s.
 func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 	var rows []string
 	for _, st := range stacks {
@@ -250,6 +250,7 @@ func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 			m := shutdown.New(shutdown.WithSignals(), shutdown.WithDrainDelay(drain),
 				shutdown.WithTimeout(budget), shutdown.WithLogger(logBuffer(t, "the instance under test")))
 			s, addr := serve(t, st, m)
+			t.Cleanup(func() { m.Trigger(); m.Wait() }) // if the test ended before its shutdown
 			other := serveOther(t, st) // first, so that its cleanup runs after the clients'
 			lb := newBalancer(addr)
 			r.tr = drive(t, target{
