@@ -251,7 +251,7 @@ func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 				shutdown.WithTimeout(budget), shutdown.WithLogger(logBuffer(t, "the instance under test")))
 			s, addr := serve(t, st, m)
 			t.Cleanup(func() { m.Trigger(); m.Wait() }) // if the test ended before its shutdown
-			other := serveOther(t, st) // first, so that its cleanup runs after the clients'
+			other := serveOther(t, st)                  // first, so that its cleanup runs after the clients'
 			lb := newBalancer(addr)
 			r.tr = drive(t, target{
 				calls:    st.calls(t, lb),
