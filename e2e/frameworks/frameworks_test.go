@@ -250,8 +250,10 @@ func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 			m := shutdown.New(shutdown.WithSignals(), shutdown.WithDrainDelay(drain),
 				shutdown.WithTimeout(budget), shutdown.WithLogger(logBuffer(t, "the instance under test")))
 			s, addr := serve(t, st, m)
-			t.Cleanup(func() { m.Trigger(); m.Wait() }) // if the test ended before its shutdown
-			other := serveOther(t, st)                  // first, so that its cleanup runs after the clients'
+			// If the test ends before its shutdown:
+			t.Cleanup(func() { m.Trigger(); m.Wait() })
+			// Before the clients, so that its cleanup runs after theirs.
+			other := serveOther(t, st)
 			lb := newBalancer(addr)
 			r.tr = drive(t, target{
 				calls:    st.calls(t, lb),
