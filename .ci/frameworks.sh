@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../e2e/frameworks"
 T0=$(date +%s)
+trap 'echo "frameworks.sh took $(( $(date +%s) - T0 ))s"' EXIT
 go vet ./...
 go test -count=1 -v ./... | grep -v '^=== RUN'
-echo "frameworks.sh took $(( $(date +%s) - T0 ))s"
