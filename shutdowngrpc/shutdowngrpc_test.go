@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -63,10 +64,10 @@ func serve(t *testing.T, m *shutdown.Manager, register func(*grpc.Server)) *grpc
 
 // holdMethod is a server stream (test.Streams/Hold, described by hand:
 // no generated code) whose handler sends "open", then returns what the
-// test's function makes of its stream's context.
+// test's function makes of its stream.
 const holdMethod = "/test.Streams/Hold"
 
-func registerHold(s *grpc.Server, calls *atomic.Int32, ret func(ctx context.Context) error) {
+func registerHold(s *grpc.Server, calls *atomic.Int32, ret func(stream grpc.ServerStream) error) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "test.Streams",
 		HandlerType: (*any)(nil),
@@ -78,7 +79,7 @@ func registerHold(s *grpc.Server, calls *atomic.Int32, ret func(ctx context.Cont
 				if err := stream.SendMsg(wrapperspb.String("open")); err != nil {
 					return err
 				}
-				return ret(stream.Context())
+				return ret(stream)
 			},
 		}},
 	}, struct{}{})
@@ -166,7 +167,9 @@ func TestStreamStatusAtShutdown(t *testing.T) {
 			t.Parallel()
 			m := newManager(t)
 			var calls atomic.Int32
-			conn := serve(t, m, func(s *grpc.Server) { registerHold(s, &calls, tt.ret) })
+			conn := serve(t, m, func(s *grpc.Server) {
+				registerHold(s, &calls, func(stream grpc.ServerStream) error { return tt.ret(stream.Context()) })
+			})
 			cs, err := openHold(t, conn)
 			if err != nil {
 				t.Fatalf("RecvMsg() = %v, want the handler's first message", err)
@@ -192,7 +195,7 @@ func TestStreamOpenedAfterContextEndsAtOnceWithUnavailable(t *testing.T) {
 	m := newManager(t)
 	var calls atomic.Int32
 	conn := serve(t, m, func(s *grpc.Server) {
-		registerHold(s, &calls, func(context.Context) error { select {} })
+		registerHold(s, &calls, func(grpc.ServerStream) error { select {} })
 	})
 	m.Trigger()
 	<-m.Context().Done()
@@ -202,6 +205,36 @@ func TestStreamOpenedAfterContextEndsAtOnceWithUnavailable(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Errorf("handler called %d times, want 0", n)
+	}
+}
+
+// TestTrailerKeptWithUnavailable checks that a trailer the handler set
+// (a resume token, say) reaches the client with the Unavailable that
+// replaced its nil.
+func TestTrailerKeptWithUnavailable(t *testing.T) {
+	t.Parallel()
+	m := newManager(t)
+	var calls atomic.Int32
+	conn := serve(t, m, func(s *grpc.Server) {
+		registerHold(s, &calls, func(stream grpc.ServerStream) error {
+			<-stream.Context().Done()
+			stream.SetTrailer(metadata.Pairs("resume-token", "42"))
+			return nil
+		})
+	})
+	cs, err := openHold(t, conn)
+	if err != nil {
+		t.Fatalf("RecvMsg() = %v, want the handler's first message", err)
+	}
+	m.Trigger()
+	if st := end(cs); st.Code() != codes.Unavailable {
+		t.Errorf("stream ended with %v, want Unavailable", st.Code())
+	}
+	if got := cs.Trailer().Get("resume-token"); len(got) != 1 || got[0] != "42" {
+		t.Errorf("Trailer()[resume-token] = %q, want [42]", got)
+	}
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v, want nil", err)
 	}
 }
 
