@@ -43,8 +43,8 @@ import (
 var errGoingAway = status.Error(codes.Unavailable, "shutdown: server is shutting down")
 
 // StreamServerInterceptor returns a stream interceptor that ends each
-// stream's context when m.Context() is cancelled (step 4 of the shutdown
-// sequence, after the drain delay), as well as when the client leaves: a
+// stream's context when m.Context() is cancelled (after the drain delay,
+// before the hooks run), as well as when the client leaves: a
 // handler that returns when its stream's context is done (grpc's health
 // Watch does) needs nothing else. [context.Cause] of that context is then
 // the shutdown's cause.
@@ -52,7 +52,8 @@ var errGoingAway = status.Error(codes.Unavailable, "shutdown: server is shutting
 // When m.Context() ended before the handler returned, a nil result, a
 // context error (or the shutdown's cause) and codes.Canceled become
 // codes.Unavailable, so the client retries, on another instance; any other
-// error, a status the handler chose among them, passes through unchanged.
+// error (a status of the handler's own, with its message, say) passes
+// through unchanged.
 // A stream opened after m.Context() ended is not handed to its handler: it
 // ends at once with codes.Unavailable. Install it with
 // grpc.StreamInterceptor, or first in grpc.ChainStreamInterceptor so the
@@ -103,7 +104,8 @@ func (s *serverStream) Context() context.Context { return s.ctx }
 // Health returns at once; the status changes on a goroutine of its own,
 // soon after Stopping is closed. That goroutine ends then, or at
 // [shutdown.Manager.Done] for a Manager released before any shutdown
-// (hs then stays as it is); it runs as long as a Manager that is neither.
+// (hs then stays as it is); for a Manager that does neither, it runs as
+// long as the process.
 // Health ends no Watch stream: [StreamServerInterceptor] does, when
 // m.Context() is cancelled. It panics if m or hs is nil.
 func Health(m *shutdown.Manager, hs *health.Server) {
