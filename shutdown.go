@@ -424,9 +424,6 @@ func ignorable(err, cause error) bool {
 // context.Cause of another Manager's Context). This is the one place for
 // that rule; a cause wrapping ErrUpgraded belongs here too.
 func cleanStop(err error) (clean bool) {
-	if err == nil {
-		return false
-	}
 	defer func() {
 		if recover() != nil {
 			clean = false // an Unwrap or As method that panics: no match
