@@ -153,7 +153,9 @@ type loggerOption struct{ l *slog.Logger }
 //
 // Records go to the handler in order, from a goroutine of the Manager's
 // own, never the one that keeps time: a handler that blocks delays no hook
-// and changes no outcome, and [Manager.Wait] waits for it at most 1s.
+// and changes no outcome, and [Manager.Wait] waits for it at most 1s. A
+// handler that panics loses that record, not the process: the next record
+// it handles carries "dropped_records", how many were lost.
 //
 // Records use these attribute keys: "cause" (what started shutdown, or a
 // late TriggerCause's error), "budget" and "delay" (the budget and the drain

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -288,6 +289,7 @@ type logQueue struct {
 	mu      sync.Mutex
 	recs    []logRecord
 	running bool
+	dropped atomic.Int64 // records lost to a panicking handler, not yet reported
 }
 
 type logRecord struct {
@@ -317,7 +319,6 @@ func (m *Manager) logThen(done chan struct{}, level slog.Level, msg string, attr
 }
 
 func (q *logQueue) drain() {
-	ctx := context.Background()
 	for {
 		q.mu.Lock()
 		if len(q.recs) == 0 {
@@ -329,13 +330,33 @@ func (q *logQueue) drain() {
 		rec := q.recs[0]
 		q.recs = q.recs[1:]
 		q.mu.Unlock()
-		if rec.h.Enabled(ctx, rec.r.Level) {
-			_ = rec.h.Handle(ctx, rec.r)
-		}
+		q.handle(rec.h, rec.r)
 		if rec.done != nil {
 			close(rec.done)
 		}
 	}
+}
+
+// handle gives r to h, on a goroutine of the library's own: the log
+// goroutine, or the forced exit's. A handler that panics loses the record,
+// not the process (DESIGN, "What bad input and faults get"): the panic is
+// recovered, and the number of records lost so goes out with the next
+// record that h handles, as "dropped_records".
+func (q *logQueue) handle(h slog.Handler, r slog.Record) {
+	var n int64 // the lost records this one carries
+	defer func() {
+		if recover() != nil {
+			q.dropped.Add(n + 1)
+		}
+	}()
+	ctx := context.Background()
+	if !h.Enabled(ctx, r.Level) {
+		return
+	}
+	if n = q.dropped.Swap(0); n > 0 {
+		r.AddAttrs(slog.Int64("dropped_records", n)) // r is a copy no one else reads
+	}
+	_ = h.Handle(ctx, r)
 }
 
 func logger(l *slog.Logger) *slog.Logger {

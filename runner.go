@@ -208,6 +208,9 @@ func (r *runner) runHook(e entry) {
 		// Matched here, on the hook's goroutine: errors.Is calls the
 		// user's methods, which must not hold the goroutine keeping time.
 		res.timeout = !res.panic && ctx.Err() != nil && is(res.err, context.DeadlineExceeded)
+		if !res.panic && cleanStop(res.err) {
+			res.err = nil // a signal's cause, from any Manager: a clean stop
+		}
 		// No longer running, even if abandoned already: a second signal's
 		// record lists only the hooks that are still stuck.
 		m.mu.Lock()

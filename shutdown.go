@@ -155,7 +155,7 @@ func (m *Manager) TriggerCause(err error) {
 	var cause, joined error = errTriggered, err
 	if err != nil {
 		cause = err
-		if se := (*SignalError)(nil); errors.As(err, &se) {
+		if cleanStop(err) {
 			joined = nil // a signal is how a clean shutdown starts
 		}
 	}
@@ -267,8 +267,10 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // timed out, panicked or was skipped. The error of the component that
 // started shutdown by returning always enters; another component's error
 // does not when it is (by [errors.Is]) [context.Canceled],
-// [http.ErrServerClosed] or the shutdown's cause. A clean shutdown,
-// signal-triggered or not, returns nil. Wait does not start shutdown.
+// [http.ErrServerClosed] or the shutdown's cause. A [*SignalError], this
+// Manager's or another's, wrapped or not, never enters, whoever returns it.
+// A clean shutdown, signal-triggered or not, returns nil. Wait does not
+// start shutdown.
 //
 // Wait returns within the budget plus a small overhead, whatever the hooks,
 // components and log handler do (see [WithTimeout]).
@@ -413,6 +415,22 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 // start the shutdown means a clean stop of a shutdown with the given cause.
 func ignorable(err, cause error) bool {
 	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause)
+}
+
+// cleanStop reports whether err, returned by a hook, a component or Run's
+// function or given to TriggerCause, means a clean stop wherever it comes
+// from, and so never enters the result (DESIGN step 8): a *SignalError
+// from any Manager, wrapped or not (a component returning
+// context.Cause of another Manager's Context). This is the one place for
+// that rule; a cause wrapping ErrUpgraded belongs here too.
+func cleanStop(err error) (clean bool) {
+	defer func() {
+		if recover() != nil {
+			clean = false // an Unwrap or As method that panics: no match
+		}
+	}()
+	se := (*SignalError)(nil)
+	return errors.As(err, &se)
 }
 
 // is is errors.Is, but an Is or Unwrap method that panics (on a typed nil
