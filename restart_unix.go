@@ -392,21 +392,23 @@ func waitReady(m *Manager, pid int, r *os.File) (int, error) {
 	t := time.NewTimer(m.cfg.upgradeTimeout)
 	defer t.Stop()
 	var why string
-	select {
-	case rpid, ok := <-ready:
-		if ok {
-			return rpid, nil
+	for why == "" {
+		select {
+		case rpid, ok := <-ready:
+			if ok {
+				return rpid, nil
+			}
+			ready = nil // the pipe closed: it exits, most likely
+		case st := <-exited:
+			syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
+			return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %v", pid, st)
+		case <-t.C:
+			why = fmt.Sprintf("not Ready within %v", m.cfg.upgradeTimeout)
+		case <-m.stopping:
+			why = "shutdown started before Ready"
+		case <-m.quit:
+			why = "the Manager was released before Ready"
 		}
-		why = "closed its Ready pipe before Ready"
-	case st := <-exited:
-		syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
-		return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %v", pid, st)
-	case <-t.C:
-		why = fmt.Sprintf("not Ready within %v", m.cfg.upgradeTimeout)
-	case <-m.stopping:
-		why = "shutdown started before Ready"
-	case <-m.quit:
-		why = "the Manager was released before Ready"
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
 	st := <-exited
