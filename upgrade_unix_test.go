@@ -357,3 +357,40 @@ func TestUpgradeDuringUpgradeAndSignalDuringUpgrade(t *testing.T) {
 		t.Errorf("exit code %d, want 0", code)
 	}
 }
+
+func TestWithUpgradeSignalPanicsForShutdownAndUncatchableSignals(t *testing.T) {
+	wantPanic(t, "shutdown: WithUpgradeSignal: SIGTERM is a shutdown signal", func() { New(WithUpgradeSignal(syscall.SIGTERM)) })
+	wantPanic(t, "shutdown: WithUpgradeSignal: SIGINT is a shutdown signal", func() { New(WithUpgradeSignal(os.Interrupt)) })
+	wantPanic(t, "shutdown: WithUpgradeSignal: SIGKILL cannot be caught", func() { New(WithUpgradeSignal(syscall.SIGKILL)) })
+	wantPanic(t, "shutdown: WithUpgradeSignal: SIGSTOP cannot be caught", func() { New(WithUpgradeSignal(syscall.SIGSTOP)) })
+}
+
+// SIGHUP upgrades; the new process upgrades again as soon as it is Ready,
+// while the one before still shuts down. Each old one exits with nil, and
+// the last one serves.
+func TestUpgradeSignalChainsGenerations(t *testing.T) {
+	t.Parallel()
+	c, pid, addr := startUpgradeChild(t)
+	first := pid
+	pids := []int{pid}
+	for range 3 {
+		syscall.Kill(pid, syscall.SIGHUP)
+		next, _ := c.ready(t)
+		pids = append(pids, next)
+		pid = next
+	}
+	for i, p := range pids[:3] {
+		if got, want := c.next(t, fmt.Sprintf("exit %d:", p)), exitLine(p, pids[i+1]); got != want {
+			t.Errorf("generation %d: %q, want %q", i, got, want)
+		}
+	}
+	if got := servingPid(t, addr); got != pid {
+		t.Errorf("pid %d serves, want the last generation %d", got, pid)
+	}
+	if first != c.cmd.Process.Pid {
+		t.Fatal("the first ready line is not the child's")
+	}
+	if code := c.exitCode(t); code != 0 {
+		t.Errorf("first generation exited %d, want 0", code)
+	}
+}
