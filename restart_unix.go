@@ -273,7 +273,10 @@ func control(l net.Listener, f func(fd int)) error {
 	return rc.Control(func(fd uintptr) { f(int(fd)) })
 }
 
-// notifySystemdFDs is notifySystemd with fds attached (SCM_RIGHTS).
+// notifySystemdFDs is notifySystemd with fds attached (SCM_RIGHTS). A
+// connected unixgram conn cannot carry them (net says "use of WriteTo
+// with pre-connected connection"), so it sends on a socket of its own,
+// without waiting for a full queue.
 func notifySystemdFDs(state string, fds ...int) error {
 	path := os.Getenv("NOTIFY_SOCKET")
 	if path == "" {
@@ -282,12 +285,17 @@ func notifySystemdFDs(state string, fds ...int) error {
 	if path[0] == '@' {
 		path = "\x00" + path[1:]
 	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	syscall.ForkLock.RLock()
+	s, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(s)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return fmt.Errorf("shutdown: systemd notify: %w", err)
 	}
-	defer conn.Close()
-	if _, _, err := conn.WriteMsgUnix([]byte(state), syscall.UnixRights(fds...), nil); err != nil {
+	defer syscall.Close(s)
+	if err := syscall.Sendmsg(s, []byte(state), syscall.UnixRights(fds...), &syscall.SockaddrUnix{Name: path}, syscall.MSG_DONTWAIT); err != nil {
 		return fmt.Errorf("shutdown: systemd notify: %w", err)
 	}
 	return nil

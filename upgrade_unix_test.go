@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,8 @@ const (
 	newEnv  = "SHUTDOWN_TEST_NEW"  // what the new process does: ok, exit, panic, hang
 	netEnv  = "SHUTDOWN_TEST_NET"  // Listen's network and address, "tcp 127.0.0.1:0"
 	waitEnv = "SHUTDOWN_TEST_WAIT" // WithUpgradeTimeout
+	// NOTIFY_SOCKET, which TestMain unsets; the child sets it back.
+	notifyEnv = "SHUTDOWN_TEST_NOTIFY"
 )
 
 // upgradeChild is a service that Listens, serves its pid over HTTP, is
@@ -45,6 +48,9 @@ const (
 // parent's evidence; every generation writes to the same stdout.
 func upgradeChild() int {
 	upgraded := os.Getenv(upgradeEnv) != ""
+	if p := os.Getenv(notifyEnv); p != "" {
+		os.Setenv("NOTIFY_SOCKET", p)
+	}
 	opts := []Option{WithSignals(syscall.SIGTERM), WithUpgradeSignal(syscall.SIGHUP), WithTimeout(10 * time.Second),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
 	if d, err := time.ParseDuration(os.Getenv(waitEnv)); err == nil {
@@ -122,12 +128,36 @@ type upChild struct {
 	pending []string // lines read but not asked for yet
 }
 
+// dialUntil connects to addr, waiting for someone to listen on it.
+func dialUntil(t *testing.T, network, addr string) net.Conn {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		conn, err := net.Dial(network, addr)
+		if err == nil {
+			t.Cleanup(func() { conn.Close() })
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+	}
+}
+
 // startUpgradeChild starts the first generation and waits for its ready
 // line; it returns the pid and address from it.
 func startUpgradeChild(t *testing.T, env ...string) (c *upChild, pid int, addr string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{childEnv + "=upgrade", netEnv + "=tcp 127.0.0.1:0"}, env...)...)
+	c = startGeneration(t, cmd)
+	pid, addr = c.ready(t)
+	return c, pid, addr
+}
+
+// startGeneration starts cmd, an upgradeChild or what runs one, with its
+// stdin and stdout piped to the test.
+func startGeneration(t *testing.T, cmd *exec.Cmd) *upChild {
+	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +176,7 @@ func startUpgradeChild(t *testing.T, env ...string) (c *upChild, pid int, addr s
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c = &upChild{child: &child{cmd: cmd, lines: make(chan string, 100)}, stdin: stdin}
+	c := &upChild{child: &child{cmd: cmd, lines: make(chan string, 100)}, stdin: stdin}
 	go func() {
 		defer close(c.lines)
 		sc := bufio.NewScanner(stdout)
@@ -164,8 +194,7 @@ func startUpgradeChild(t *testing.T, env ...string) (c *upChild, pid int, addr s
 		}
 		stderr.Close()
 	})
-	pid, addr = c.ready(t)
-	return c, pid, addr
+	return c
 }
 
 // next returns the first line not returned yet that starts with prefix:
