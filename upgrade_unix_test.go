@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -90,6 +91,7 @@ func upgradeChild() int {
 		go upgradeCommands(m)
 	}
 	err = m.Wait()
+	asyncUpgrades.Wait() // their lines first
 	fmt.Printf("exit %d: cause %v; result %v\n", pid, context.Cause(m.Context()), err)
 	if err != nil {
 		return 1
@@ -97,12 +99,20 @@ func upgradeChild() int {
 	return 0
 }
 
-// upgradeCommands reads "upgrade <what the new process does> [binary]" and
-// "async ..." (the same on a goroutine of its own) lines from stdin.
+// asyncUpgrades are the Upgrade calls of "async" commands.
+var asyncUpgrades sync.WaitGroup
+
+// upgradeCommands reads "upgrade <what the new process does> [binary]",
+// "async ..." (the same on a goroutine of its own) and "release" lines
+// from stdin.
 func upgradeCommands(m *Manager) {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
+		if len(f) == 1 && f[0] == "release" {
+			m.Release()
+			continue
+		}
 		if len(f) < 2 {
 			continue
 		}
@@ -114,7 +124,7 @@ func upgradeCommands(m *Manager) {
 		}
 		up := func() { fmt.Printf("upgrade %d %s: %v\n", os.Getpid(), f[1], m.Upgrade()) }
 		if f[0] == "async" {
-			go up()
+			asyncUpgrades.Go(up)
 		} else {
 			up()
 		}
@@ -421,5 +431,23 @@ func TestUpgradeSignalChainsGenerations(t *testing.T) {
 	}
 	if code := c.exitCode(t); code != 0 {
 		t.Errorf("first generation exited %d, want 0", code)
+	}
+}
+
+// Release during an upgrade kills the unready new process.
+func TestReleaseDuringUpgradeKillsNewProcess(t *testing.T) {
+	t.Parallel()
+	c, old, _ := startUpgradeChild(t)
+	c.command(t, "async hang")
+	hanging := c.next(t, "hanging ")
+	c.command(t, "release")
+	if got := c.next(t, "upgrade "); !strings.Contains(got, "the Manager was released before Ready; killed with its process group: signal: killed") {
+		t.Errorf("Upgrade during Release: %q", got)
+	}
+	var pid int
+	fmt.Sscanf(hanging, "hanging %d", &pid)
+	waitGone(t, pid)
+	if got, want := c.next(t, "exit "), fmt.Sprintf("exit %d: cause shutdown: released; result <nil>", old); got != want {
+		t.Errorf("old process: %q, want %q", got, want)
 	}
 }
