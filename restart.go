@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,17 +289,15 @@ func (m *Manager) Upgrade() error {
 		return errors.New("shutdown: Upgrade: another upgrade is running")
 	}
 	m.rs.upgrading = true
-	var ls []*listener
-	for _, l := range m.rs.listeners {
-		ls = append(ls, l)
-	}
+	ls := slices.Clone(m.rs.listeners)
+	binary, timeout := m.cfg.binary, m.cfg.upgradeTimeout // tests change them under rs.mu
 	m.rs.mu.Unlock()
 	defer func() {
 		m.rs.mu.Lock()
 		m.rs.upgrading = false
 		m.rs.mu.Unlock()
 	}()
-	pid, err := startNew(m, ls)
+	pid, err := startNew(m, ls, binary, timeout)
 	if err != nil {
 		m.log(slog.LevelError, "shutdown: upgrade failed", slog.String("error", err.Error()))
 		return err

@@ -5,6 +5,7 @@ package shutdown
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // Outside unix, nothing is inherited and Upgrade is not supported: Listen
@@ -15,6 +16,8 @@ func claim(string, string) (net.Listener, bool, error) { return nil, false, nil 
 func dropUnclaimed(*Manager)                           {}
 func storeFD(string, net.Listener) error               { return nil }
 func tellReady(*Manager) error                         { return nil }
-func startNew(*Manager, []*listener) (int, error)      { return 0, errUpgradeUnsupported }
+func startNew(*Manager, []*listener, string, time.Duration) (int, error) {
+	return 0, errUpgradeUnsupported
+}
 
 var errUpgradeUnsupported = errors.New("shutdown: Upgrade: not supported on this platform")

@@ -345,10 +345,10 @@ func dupListeners(ls []*listener, first int) (fds []int, passed []passedSock) {
 	return fds, passed
 }
 
-// startNew starts the new process on ls and returns its pid once it is
-// Ready, or an error saying how it failed, after killing its group.
-func startNew(m *Manager, ls []*listener) (int, error) {
-	path := m.cfg.binary
+// startNew starts the new process, path (or os.Args[0] when empty), on ls
+// and returns its pid once it is Ready within timeout, or an error saying
+// how it failed, after killing its group.
+func startNew(m *Manager, ls []*listener, path string, timeout time.Duration) (int, error) {
 	if path == "" {
 		var err error
 		if path, err = binary(); err != nil {
@@ -377,11 +377,11 @@ func startNew(m *Manager, ls []*listener) (int, error) {
 		return 0, fmt.Errorf("shutdown: Upgrade: starting %s: %w", path, err)
 	}
 	m.log(slog.LevelInfo, "shutdown: upgrade started", slog.String("binary", path), slog.Int("pid", pid))
-	return waitReady(m, pid, r)
+	return waitReady(m, pid, r, timeout)
 }
 
 // waitReady waits for the new process pid to report Ready on r.
-func waitReady(m *Manager, pid int, r *os.File) (int, error) {
+func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, error) {
 	exited := make(chan *os.ProcessState, 1)
 	if p, err := os.FindProcess(pid); err == nil {
 		go func() {
@@ -397,7 +397,7 @@ func waitReady(m *Manager, pid int, r *os.File) (int, error) {
 			ready <- rpid
 		}
 	}()
-	t := time.NewTimer(m.cfg.upgradeTimeout)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	var why string
 	for why == "" {
@@ -411,7 +411,7 @@ func waitReady(m *Manager, pid int, r *os.File) (int, error) {
 			syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
 			return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %v", pid, st)
 		case <-t.C:
-			why = fmt.Sprintf("not Ready within %v", m.cfg.upgradeTimeout)
+			why = fmt.Sprintf("not Ready within %v", timeout)
 		case <-m.stopping:
 			why = "shutdown started before Ready"
 		case <-m.quit:

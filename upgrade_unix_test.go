@@ -36,9 +36,8 @@ func init() {
 
 // Variables that steer upgradeChild; the new process inherits them.
 const (
-	newEnv  = "SHUTDOWN_TEST_NEW"  // what the new process does: ok, exit, panic, hang
-	netEnv  = "SHUTDOWN_TEST_NET"  // Listen's network and address, "tcp 127.0.0.1:0"
-	waitEnv = "SHUTDOWN_TEST_WAIT" // WithUpgradeTimeout
+	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, hang
+	netEnv = "SHUTDOWN_TEST_NET" // Listen's network and address, "tcp 127.0.0.1:0"
 	// NOTIFY_SOCKET, which TestMain unsets; the child sets it back.
 	notifyEnv = "SHUTDOWN_TEST_NOTIFY"
 )
@@ -54,9 +53,6 @@ func upgradeChild() int {
 	}
 	opts := []Option{WithSignals(syscall.SIGTERM), WithUpgradeSignal(syscall.SIGHUP), WithTimeout(10 * time.Second),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
-	if d, err := time.ParseDuration(os.Getenv(waitEnv)); err == nil {
-		opts = append(opts, WithUpgradeTimeout(d))
-	}
 	m := New(opts...)
 	network, addr, _ := strings.Cut(os.Getenv(netEnv), " ")
 	l, err := m.Listen(network, addr)
@@ -117,11 +113,18 @@ func upgradeCommands(m *Manager) {
 			continue
 		}
 		os.Setenv(newEnv, f[1])
+		// Short only where the new process hangs: under load, a new
+		// process that is fine may take seconds to start.
+		m.rs.mu.Lock()
+		m.cfg.upgradeTimeout = DefaultUpgradeTimeout
+		if f[1] == "hang" {
+			m.cfg.upgradeTimeout = 2 * time.Second
+		}
+		m.cfg.binary = ""
 		if len(f) > 2 {
 			m.cfg.binary = f[2]
-		} else {
-			m.cfg.binary = ""
 		}
+		m.rs.mu.Unlock()
 		up := func() { fmt.Printf("upgrade %d %s: %v\n", os.Getpid(), f[1], m.Upgrade()) }
 		if f[0] == "async" {
 			asyncUpgrades.Go(up)
@@ -337,7 +340,7 @@ func TestUpgradeFailureKeepsOldProcessServing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, old, addr := startUpgradeChild(t, waitEnv+"=2s")
+			c, old, addr := startUpgradeChild(t)
 			c.command(t, tc.cmd)
 			var sleeper int
 			if strings.Contains(tc.cmd, "wrapper") {
