@@ -280,8 +280,12 @@ func (m *Manager) Upgrade() error {
 	m.mu.Lock()
 	st := m.state
 	m.mu.Unlock()
-	if st != idle {
-		return fmt.Errorf("shutdown: Upgrade: shutdown started already")
+	switch st {
+	case idle:
+	case released:
+		return errors.New("shutdown: Upgrade: the Manager was released")
+	default:
+		return errors.New("shutdown: Upgrade: shutdown started already")
 	}
 	m.rs.mu.Lock()
 	if m.rs.upgrading {

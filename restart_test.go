@@ -181,3 +181,11 @@ func TestFDNameHasNoColon(t *testing.T) {
 		t.Errorf("fdName of a 400-byte path has %d bytes, want 255", len(got))
 	}
 }
+
+func TestUpgradeAfterReleaseFails(t *testing.T) {
+	m := New(WithSignals(), WithLogger(discard))
+	m.Release()
+	if err := m.Upgrade(); err == nil || err.Error() != "shutdown: Upgrade: the Manager was released" {
+		t.Errorf("Upgrade() = %v, want shutdown: Upgrade: the Manager was released", err)
+	}
+}
