@@ -82,7 +82,7 @@ func upgradeChild() int {
 		fmt.Println("ready:", err)
 		return 2
 	}
-	fmt.Printf("ready %d %s\n", pid, l.Addr())
+	fmt.Printf("ready %d %s %d\n", pid, l.Addr(), syscall.Getpgrp())
 	if !upgraded {
 		go upgradeCommands(m)
 	}
@@ -243,11 +243,15 @@ func (c *upChild) next(t *testing.T, prefix string) string {
 // the test, unless it exited.
 func (c *upChild) ready(t *testing.T) (int, string) {
 	t.Helper()
-	var pid int
+	var pid, pgid int
 	var addr string
 	line := c.next(t, "ready ")
-	if _, err := fmt.Sscanf(line, "ready %d %s", &pid, &addr); err != nil {
+	if _, err := fmt.Sscanf(line, "ready %d %s %d", &pid, &addr, &pgid); err != nil {
 		t.Fatalf("%q: %v", line, err)
+	}
+	// Ready rejoins the first generation's process group (the test's).
+	if want := syscall.Getpgrp(); pgid != want {
+		t.Errorf("pid %d is in process group %d after Ready, want %d", pid, pgid, want)
 	}
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	return pid, addr
