@@ -273,8 +273,10 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // timed out, panicked or was skipped. The error of the component that
 // started shutdown by returning always enters; another component's error
 // does not when it is (by [errors.Is]) [context.Canceled],
-// [http.ErrServerClosed] or the shutdown's cause. A [*SignalError], this
-// Manager's or another's, wrapped or not, never enters, whoever returns it.
+// [http.ErrServerClosed] or the shutdown's cause, nor, in an upgrade's
+// shutdown, when it is [net.ErrClosed] (its listener handed over). A
+// [*SignalError], this Manager's or another's, wrapped or not, and an
+// error wrapping [ErrUpgraded] never enter, whoever returns them.
 // A clean shutdown, signal-triggered or not, returns nil. Wait does not
 // start shutdown.
 //
