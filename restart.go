@@ -208,7 +208,8 @@ func fdName(network, addr string) string {
 // After that, this process rejoins the old process's process group where
 // the system allows, so a terminal's Ctrl-C reaches it. It does not change
 // [Manager.ReadinessHandler]. It is idempotent: later calls return the
-// first one's result.
+// first one's result. A PID file that cannot be written is in the error,
+// and the rest is done all the same.
 //
 // Call Ready as soon as the servers serve: a new process that crashes
 // before Ready loses the connections it had accepted, and the old process
@@ -222,13 +223,11 @@ func (m *Manager) Ready() error {
 	m.rs.ready = true
 	inherit(m)
 	dropUnclaimed(m)
+	var pidErr error
 	if p := m.cfg.pidFile; p != "" {
-		if err := writePIDFile(p); err != nil {
-			m.rs.readyErr = err
-			return err
-		}
+		pidErr = writePIDFile(p) // the service serves all the same: tell the old process
 	}
-	m.rs.readyErr = tellReady(m)
+	m.rs.readyErr = errors.Join(pidErr, tellReady(m))
 	return m.rs.readyErr
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -187,5 +188,20 @@ func TestUpgradeAfterReleaseFails(t *testing.T) {
 	m.Release()
 	if err := m.Upgrade(); err == nil || err.Error() != "shutdown: Upgrade: the Manager was released" {
 		t.Errorf("Upgrade() = %v, want shutdown: Upgrade: the Manager was released", err)
+	}
+}
+
+// A PID file that cannot be written is Ready's error; the PID file of a
+// directory that does not exist, say.
+func TestReadyReportsPIDFileFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "pid")
+	m := New(WithSignals(), WithLogger(discard), WithPIDFile(path))
+	defer m.Release()
+	err := m.Ready()
+	if err == nil || !strings.HasPrefix(err.Error(), "shutdown: PID file: ") || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Ready() = %v, want shutdown: PID file: ... not exist", err)
+	}
+	if again := m.Ready(); again != err {
+		t.Errorf("second Ready() = %v, want the first one's %v", again, err)
 	}
 }
