@@ -334,6 +334,10 @@ func (m *Manager) ReadinessHandler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		select {
 		case <-m.Stopping():
+			if m.handingOver() { // an upgrade's: the new process is ready
+				fmt.Fprintln(w, "ok")
+				return
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "shutting down")
 		default:

@@ -29,6 +29,12 @@ type config struct {
 	exit       func(int)                            // os.Exit; a seam for tests
 	signalsSet bool
 	grace      *gracePeriodOption // the budget came from WithGracePeriod
+
+	// restarts (restart.go)
+	upgradeSignal  os.Signal
+	upgradeTimeout time.Duration
+	pidFile        string
+	binary         string // the program Upgrade starts; a seam for tests
 }
 
 type signalsOption []os.Signal

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -90,6 +91,8 @@ type Manager struct {
 	running     []*task      // hooks started and not returned, for the second signal's record
 	rows        []HookReport // hooks, as they ended
 	hookErrs    []error
+
+	rs restarts // Listen, Ready, Upgrade (restart.go)
 }
 
 // New returns a Manager configured by opts and installs its signal handler at
@@ -99,11 +102,12 @@ type Manager struct {
 // nil or an explicit drain delay is not shorter than the budget.
 func New(opts ...Option) *Manager {
 	cfg := config{
-		signals:   defaultSignals,
-		timeout:   DefaultTimeout,
-		forceExit: true,
-		notify:    signal.Notify,
-		exit:      os.Exit,
+		signals:        defaultSignals,
+		timeout:        DefaultTimeout,
+		forceExit:      true,
+		notify:         signal.Notify,
+		upgradeTimeout: DefaultUpgradeTimeout,
+		exit:           os.Exit,
 	}
 	for i, o := range opts {
 		if o == nil {
@@ -111,6 +115,7 @@ func New(opts ...Option) *Manager {
 		}
 		o.apply(&cfg)
 	}
+	checkUpgradeSignal(&cfg)
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
 		if g := cfg.grace; g != nil {
 			panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) does not fit %v: its budget is %v", cfg.drain, g, cfg.timeout))
@@ -136,6 +141,7 @@ func New(opts ...Option) *Manager {
 	} else {
 		close(m.sigDone)
 	}
+	watchUpgradeSignal(m)
 	return m
 }
 
@@ -156,7 +162,7 @@ func (m *Manager) TriggerCause(err error) {
 	if err != nil {
 		cause = err
 		if cleanStop(err) {
-			joined = nil // a signal is how a clean shutdown starts
+			joined = nil // a signal or an upgrade is how a clean shutdown starts
 		}
 	}
 	if m.begin(cause, joined, nil) {
@@ -267,8 +273,10 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // timed out, panicked or was skipped. The error of the component that
 // started shutdown by returning always enters; another component's error
 // does not when it is (by [errors.Is]) [context.Canceled],
-// [http.ErrServerClosed] or the shutdown's cause. A [*SignalError], this
-// Manager's or another's, wrapped or not, never enters, whoever returns it.
+// [http.ErrServerClosed] or the shutdown's cause, nor, in an upgrade's
+// shutdown, when it is [net.ErrClosed] (its listener handed over). A
+// [*SignalError], this Manager's or another's, wrapped or not, and an
+// error wrapping [ErrUpgraded] never enter, whoever returns them.
 // A clean shutdown, signal-triggered or not, returns nil. Wait does not
 // start shutdown.
 //
@@ -348,12 +356,17 @@ func (m *Manager) sequence() {
 	m.mu.Lock()
 	start, cause, skipDrain := m.start, m.cause, m.skipDrain
 	m.mu.Unlock()
-	if err := notifySystemd("STOPPING=1"); err != nil {
-		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
+	handoff := m.handingOver() // the new process of an upgrade serves: no STOPPING=1, no drain
+	if !handoff {
+		if err := notifySystemd("STOPPING=1"); err != nil {
+			m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
+		}
 	}
 	m.log(slog.LevelInfo, "shutdown: started", slog.Any("cause", cause), slog.Duration("budget", m.cfg.timeout))
 	var drained time.Duration
-	if d := m.cfg.drain; d > 0 && !skipDrain {
+	if handoff {
+		m.handoff()
+	} else if d := m.cfg.drain; d > 0 && !skipDrain {
 		m.log(slog.LevelInfo, "shutdown: drain delay", slog.Duration("delay", d))
 		t := time.NewTimer(d)
 		select {
@@ -369,6 +382,7 @@ func (m *Manager) sequence() {
 	r.runHooks()
 	r.waitComponents()
 	r.stop()
+	m.afterStop()
 	m.finish(r, drained)
 }
 
@@ -414,15 +428,16 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 // ignorable reports whether the plain error of a component that did not
 // start the shutdown means a clean stop of a shutdown with the given cause.
 func ignorable(err, cause error) bool {
-	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause)
+	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause) ||
+		is(cause, ErrUpgraded) && is(err, net.ErrClosed) // its listener was handed over
 }
 
 // cleanStop reports whether err, returned by a hook, a component or Run's
 // function or given to TriggerCause, means a clean stop wherever it comes
 // from, and so never enters the result (DESIGN step 8): a *SignalError
 // from any Manager, wrapped or not (a component returning
-// context.Cause of another Manager's Context). This is the one place for
-// that rule; a cause wrapping ErrUpgraded belongs here too.
+// context.Cause of another Manager's Context), and a cause wrapping
+// ErrUpgraded. This is the one place for that rule.
 func cleanStop(err error) (clean bool) {
 	defer func() {
 		if recover() != nil {
@@ -430,7 +445,7 @@ func cleanStop(err error) (clean bool) {
 		}
 	}()
 	se := (*SignalError)(nil)
-	return errors.As(err, &se)
+	return errors.As(err, &se) || errors.Is(err, ErrUpgraded)
 }
 
 // is is errors.Is, but an Is or Unwrap method that panics (on a typed nil
