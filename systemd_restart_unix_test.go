@@ -76,6 +76,11 @@ func (s *fakeSystemd) expect(t *testing.T, want string) {
 func TestSocketActivationUpgradeKeepsSystemdSocket(t *testing.T) {
 	activate, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
+		// The README's test command must work on a fresh machine, which
+		// lacks it; .ci/restarts.sh installs it, and under CI it must run.
+		if os.Getenv("CI") == "" {
+			t.Skipf("systemd-socket-activate not found (apt-get install systemd; CI installs it): %v", err)
+		}
 		t.Fatalf("systemd-socket-activate is needed (apt-get install systemd): %v", err)
 	}
 	t.Parallel()
