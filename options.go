@@ -29,6 +29,7 @@ type config struct {
 	exit       func(int)                            // os.Exit; a seam for tests
 	signalsSet bool
 	grace      *gracePeriodOption // the budget came from WithGracePeriod
+	adaptive   *adaptiveDrainOption
 }
 
 type signalsOption []os.Signal

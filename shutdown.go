@@ -90,6 +90,8 @@ type Manager struct {
 	running     []*task      // hooks started and not returned, for the second signal's record
 	rows        []HookReport // hooks, as they ended
 	hookErrs    []error
+
+	ev *evidence // requests through Handler, for WithAdaptiveDrain; nil without it
 }
 
 // New returns a Manager configured by opts and installs its signal handler at
@@ -111,6 +113,7 @@ func New(opts ...Option) *Manager {
 		}
 		o.apply(&cfg)
 	}
+	cfg.checkAdaptive()
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
 		if g := cfg.grace; g != nil {
 			panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) does not fit %v: its budget is %v", cfg.drain, g, cfg.timeout))
@@ -127,6 +130,7 @@ func New(opts ...Option) *Manager {
 		stopping: make(chan struct{}),
 		drainCut: make(chan struct{}),
 		done:     make(chan struct{}),
+		ev:       newEvidence(&cfg),
 	}
 	m.ctx, m.cancel = context.WithCancelCause(context.Background())
 	if len(cfg.signals) > 0 {
@@ -352,21 +356,12 @@ func (m *Manager) sequence() {
 		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 	}
 	m.log(slog.LevelInfo, "shutdown: started", slog.Any("cause", cause), slog.Duration("budget", m.cfg.timeout))
-	var drained time.Duration
-	if d := m.cfg.drain; d > 0 && !skipDrain {
-		m.log(slog.LevelInfo, "shutdown: drain delay", slog.Duration("delay", d))
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-m.drainCut:
-		}
-		t.Stop()
-		drained = time.Since(start)
-	}
+	drained := m.drain(start, skipDrain)
 	m.cancel(cause)
 
 	r := newRunner(m, start)
 	r.runHooks()
+	m.hooksEnded()
 	r.waitComponents()
 	r.stop()
 	m.finish(r, drained)
@@ -390,13 +385,15 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 	m.err = errors.Join(errs...)
 	elapsed := time.Since(r.start)
 	m.report = newReport(text, m.cfg.timeout, drained, elapsed, rows)
+	late, lateAttrs := m.lateArrivals()
+	m.report.LateArrivals = late
 
 	flushed := make(chan struct{})
 	if m.err != nil {
-		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", slog.Duration("elapsed", elapsed),
-			slog.Int("failed", len(errs)), slog.Any("error", m.err))
+		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", append([]slog.Attr{slog.Duration("elapsed", elapsed),
+			slog.Int("failed", len(errs)), slog.Any("error", m.err)}, lateAttrs...)...)
 	} else {
-		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", slog.Duration("elapsed", elapsed))
+		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", append([]slog.Attr{slog.Duration("elapsed", elapsed)}, lateAttrs...)...)
 	}
 	// Wait waits for the log handler 1s at most, and never past the budget
 	// plus 1s: a stuck handler must not hold the process.
