@@ -133,41 +133,51 @@ func newEvidence(c *config) *evidence {
 	return e
 }
 
-// note is one request's arrival, carried by Handler's writer until the
-// handler first writes or returns.
-type note struct {
-	ev *evidence // nil: not counted (no adaptive drain, a probe, or counted already)
-	at int64     // arrival, since ev.born
-}
+// Handler keeps each request's arrival in its writer, whose size is what
+// Handler costs a request: in 4 bytes, so that the writer stays in its
+// 32-byte allocation, as milliseconds since the Manager's New, modulo 2³².
+// Counted at most 49 days after it arrived (the handler's first write or
+// return), the arrival is found again from the time of counting.
 
-// arrive notes a request's arrival at Handler; without an adaptive drain
-// it costs a nil check.
-func (e *evidence) arrive(r *http.Request) note {
-	if e == nil || strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
-		return note{}
+// arrive notes a request's arrival at Handler: whether it is to be counted
+// and when it came. Without an adaptive drain it costs a nil check.
+func (e *evidence) arrive(r *http.Request) (noted bool, at uint32) {
+	if e == nil {
+		return false, 0
 	}
-	return note{e, int64(time.Since(e.born))}
+	return e.noteArrival(r)
 }
 
-// count counts the request once; later calls do nothing.
-func (n *note) count() {
-	if n.ev == nil {
+func (e *evidence) noteArrival(r *http.Request) (bool, uint32) {
+	if strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
+		return false, 0
+	}
+	return true, uint32(time.Since(e.born) / time.Millisecond)
+}
+
+// countArrival counts w's request once, unless it is a probe; later calls
+// do nothing.
+func (w *drainWriter) countArrival() {
+	if !w.noted {
 		return
 	}
-	n.ev.add(n.at)
-	n.ev = nil
+	w.noted = false
+	e := w.m.ev
+	now := time.Since(e.born) / time.Millisecond
+	ago := time.Duration(uint32(now) - w.at) // modulo 2³², as at
+	e.add(int64((now - ago) * time.Millisecond))
 }
 
-// evidenceNote is how ReadinessHandler finds the note of its request.
-func (w *drainWriter) evidenceNote() *note { return &w.note }
+// isProbe tells w that its request is a probe.
+func (w *drainWriter) isProbe() { w.noted = false }
 
 // answeredByReadiness tells the Handler that w came through, if any, that
 // its request is a probe: ReadinessHandler calls it before it writes.
 func answeredByReadiness(w http.ResponseWriter) {
 	for range 100 { // as canHijack: a writer that unwraps to itself must not hang
 		switch v := w.(type) {
-		case interface{ evidenceNote() *note }:
-			v.evidenceNote().ev = nil
+		case interface{ isProbe() }:
+			v.isProbe()
 			return
 		case interface{ Unwrap() http.ResponseWriter }:
 			w = v.Unwrap()

@@ -68,9 +68,8 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// No accessor for the streams' signal on the request (a context value,
 	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
 	// context.Context, to which m.Context() can be given. One way to ask.
-	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
+		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
 		// One wrapper type per combination, so that a type assertion on
 		// what h sees answers as it would on w: the HTTP/1.x writer
 		// hijacks, the HTTP/2 writer pushes, a middleware's writer may do
@@ -79,19 +78,19 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 		var dw *drainWriter
 		switch hijacks := canHijack(w); {
 		case hijacks && pushes:
-			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping, note: n}, r}}
+			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		case hijacks:
-			d := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping, note: n}, r}
+			d := &drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		case pushes:
-			d := &drainPusher{drainWriter{ResponseWriter: w, stopping: stopping, note: n}}
+			d := &drainPusher{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		default:
-			dw = &drainWriter{ResponseWriter: w, stopping: stopping, note: n}
+			dw = &drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}
 			h.ServeHTTP(dw, r)
 		}
 		// A handler that wrote nothing gets its header from the server
@@ -99,7 +98,7 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 		if !dw.hijacked {
 			dw.markClose()
 		}
-		dw.note.count()
+		dw.countArrival()
 	})
 }
 
@@ -109,10 +108,11 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 // the busiest connections.
 type drainWriter struct {
 	http.ResponseWriter
-	stopping <-chan struct{}
-	marked   bool // the header has been written (or is about to be)
+	m        *Manager // its Stopping, and its evidence for WithAdaptiveDrain
+	marked   bool     // the header has been written (or is about to be)
 	hijacked bool
-	note     note // counted at the first write, for WithAdaptiveDrain
+	noted    bool   // an arrival to count at the first write or return (drain.go)
+	at       uint32 // when it arrived (drain.go)
 }
 
 func (w *drainWriter) markClose() {
@@ -120,9 +120,9 @@ func (w *drainWriter) markClose() {
 		return
 	}
 	w.marked = true
-	w.note.count()
+	w.countArrival()
 	select {
-	case <-w.stopping:
+	case <-w.m.stopping:
 	default:
 		return
 	}
