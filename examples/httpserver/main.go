@@ -26,9 +26,17 @@ func main() {
 	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM, with readiness failing")
 	timeout := flag.Duration("timeout", 25*time.Second, "total shutdown budget, drain delay included")
 	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
+	drainMin := flag.Duration("drain-min", 0, "with -drain-max: an adaptive drain, at least this long (instead of -drain-delay)")
+	drainMax := flag.Duration("drain-max", 0, "with -drain-min: an adaptive drain, at most this long")
 	flag.Parse()
+	drainOpt := shutdown.WithDrainDelay(*drain)
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["drain-min"] && given["drain-max"] { // ends once requests through Handler stop
+		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	m := shutdown.New(shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain))
+	m := shutdown.New(shutdown.WithTimeout(*timeout), drainOpt)
 
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") }
