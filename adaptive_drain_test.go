@@ -151,6 +151,34 @@ func TestAdaptiveDrainCountsProbeWithoutFilterAsTraffic(t *testing.T) {
 	})
 }
 
+func TestAdaptiveDrainCountsRequestAtFirstWrite(t *testing.T) {
+	// A stream that opens during the drain is traffic from its first
+	// write on, not from its end: counted at its return (at Context's
+	// end) it would be a late arrival, and the drain would end at least, 2s.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(2*time.Second, 10*time.Second)
+		r.send("/", "Go-http-client/1.1", 0, 25*time.Second, 10*time.Millisecond)
+		stream := r.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "event")
+			<-r.m.Context().Done()
+		}))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			time.Sleep(time.Until(r.t0.Add(31500 * time.Millisecond)))
+			stream.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/events", nil))
+		}()
+		if got, want := r.triggerAt(30*time.Second), 2500*time.Millisecond; got != want {
+			t.Errorf("drain lasted %v, want %v: the stream's arrival at 1.5s plus Q", got, want)
+		}
+		<-done
+		if n := r.m.Report().LateArrivals; n != 0 {
+			t.Errorf("Report().LateArrivals = %d, want 0", n)
+		}
+		r.wait()
+	})
+}
+
 func TestAdaptiveDrainCountsLateArrivals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newDrainRig(time.Second, 2*time.Second)
