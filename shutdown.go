@@ -11,7 +11,8 @@
 //  1. A signal, [Manager.Trigger], or a component returning starts it;
 //     [Manager.Stopping] is closed and [Manager.ReadinessHandler] answers 503.
 //  2. For [WithDrainDelay] the service keeps serving, so load balancers
-//     stop sending new connections before listeners close.
+//     stop sending new connections before listeners close;
+//     [WithAdaptiveDrain] ends that drain once the requests have moved.
 //  3. [Manager.Context] is cancelled with the cause; components stop.
 //  4. Hooks run last added first, one at a time ([Concurrent] sets run
 //     together), each bounded by its [Timeout] and by the budget
