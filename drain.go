@@ -187,6 +187,8 @@ func answeredByReadiness(w http.ResponseWriter) {
 	}
 }
 
+// add counts a request that arrived at (since born): in its bucket, as the
+// latest arrival if it is, and as a late arrival if the drain had ended.
 func (e *evidence) add(at int64) {
 	idx := uint64(at / int64(bucketWidth))
 	b := &e.bucket[idx%uint64(buckets)]
