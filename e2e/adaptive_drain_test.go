@@ -63,7 +63,7 @@ var adaptiveKinds = []drainKind{
 type drainOutcome struct {
 	sent, failed int
 	exit         time.Duration // SIGTERM to the old pod's exit
-	late         int           // late arrivals, from the old pod's last record
+	late         int           // late arrivals, from the old pod's last record; -1 for a fixed drain
 	reason       string        // why the adaptive drain ended
 	window       time.Duration // its Q
 	drained      time.Duration // how long it lasted
@@ -133,6 +133,7 @@ func drainRollout(t *testing.T, next *instance, kind drainKind, lag time.Duratio
 	close(stop)
 	<-traffic
 	logs := old.logs()
+	out.late = -1
 	if m := lateRe.FindStringSubmatch(logs); m != nil {
 		out.late, _ = strconv.Atoi(m[1])
 	}
@@ -227,10 +228,14 @@ func TestRolloutAdaptiveDrainLowRate(t *testing.T) {
 	}
 }
 
+// joinInts joins v with commas, a negative number as "-".
 func joinInts(v []int) string {
 	s := make([]string, len(v))
 	for i, n := range v {
 		s[i] = strconv.Itoa(n)
+		if n < 0 {
+			s[i] = "-"
+		}
 	}
 	return strings.Join(s, ",")
 }
