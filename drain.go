@@ -158,9 +158,12 @@ func (e *evidence) noteArrival(r *http.Request) (bool, uint32) {
 // countArrival counts w's request once, unless it is a probe; later calls
 // do nothing.
 func (w *drainWriter) countArrival() {
-	if !w.noted {
-		return
+	if w.noted {
+		w.count()
 	}
+}
+
+func (w *drainWriter) count() {
 	w.noted = false
 	e := w.m.ev
 	now := time.Since(e.born) / time.Millisecond
