@@ -19,8 +19,9 @@ import (
 // reconnects, through the load balancer or kube-proxy, to another instance.
 // Over HTTP/2 the same header makes Go's server send GOAWAY and close the
 // connection once its streams are done; the header itself is not sent.
-// Handler counts nothing: [HTTPServer] follows the server's connections
-// itself, so Handler may wrap all routes, some, or none.
+// Handler never decides when a server is drained: [HTTPServer] follows
+// the server's connections itself, so Handler may wrap all routes, some,
+// or none. With [WithAdaptiveDrain] it counts requests as evidence.
 //
 // A keep-alive connection that stays idle through the whole drain delay
 // carries no response to mark; [HTTPServer] closes it when the drain ends.
@@ -67,8 +68,8 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// No accessor for the streams' signal on the request (a context value,
 	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
 	// context.Context, to which m.Context() can be given. One way to ask.
-	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
 		// One wrapper type per combination, so that a type assertion on
 		// what h sees answers as it would on w: the HTTP/1.x writer
 		// hijacks, the HTTP/2 writer pushes, a middleware's writer may do
@@ -77,19 +78,19 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 		var dw *drainWriter
 		switch hijacks := canHijack(w); {
 		case hijacks && pushes:
-			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}}
+			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		case hijacks:
-			d := &drainHijacker{drainWriter{ResponseWriter: w, stopping: stopping}, r}
+			d := &drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		case pushes:
-			d := &drainPusher{drainWriter{ResponseWriter: w, stopping: stopping}}
+			d := &drainPusher{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}}
 			dw = &d.drainWriter
 			h.ServeHTTP(d, r)
 		default:
-			dw = &drainWriter{ResponseWriter: w, stopping: stopping}
+			dw = &drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}
 			h.ServeHTTP(dw, r)
 		}
 		// A handler that wrote nothing gets its header from the server
@@ -97,6 +98,7 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 		if !dw.hijacked {
 			dw.markClose()
 		}
+		dw.countArrival()
 	})
 }
 
@@ -106,9 +108,11 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 // the busiest connections.
 type drainWriter struct {
 	http.ResponseWriter
-	stopping <-chan struct{}
-	marked   bool // the header has been written (or is about to be)
+	m        *Manager // its Stopping, and its evidence for WithAdaptiveDrain
+	marked   bool     // the header has been written (or is about to be)
 	hijacked bool
+	noted    bool   // an arrival to count at the first write or return (drain.go)
+	at       uint32 // when it arrived (drain.go)
 }
 
 func (w *drainWriter) markClose() {
@@ -116,8 +120,9 @@ func (w *drainWriter) markClose() {
 		return
 	}
 	w.marked = true
+	w.countArrival()
 	select {
-	case <-w.stopping:
+	case <-w.m.stopping:
 	default:
 		return
 	}

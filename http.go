@@ -330,6 +330,7 @@ func connCount(n int, kind string) string {
 // themselves to stop sending to it.
 func (m *Manager) ReadinessHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answeredByReadiness(w) // a probe is no evidence for WithAdaptiveDrain
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		select {

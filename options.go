@@ -28,7 +28,8 @@ type config struct {
 	notify     func(chan<- os.Signal, ...os.Signal) // signal.Notify; a seam for tests
 	exit       func(int)                            // os.Exit; a seam for tests
 	signalsSet bool
-	grace      *gracePeriodOption // the budget came from WithGracePeriod
+	grace      *gracePeriodOption   // the budget came from WithGracePeriod
+	adaptive   *adaptiveDrainOption // WithAdaptiveDrain (drain.go)
 
 	// restarts (restart.go)
 	upgradeSignal  os.Signal
@@ -171,7 +172,9 @@ type loggerOption struct{ l *slog.Logger }
 // "skipped"), "error", "bound" (the limit a slow hook came close to),
 // "stack" (where an abandoned hook is stuck), "failed" (how many hooks
 // failed, in the last record), and "signal", "code" and a "running" group
-// per hook still running (a second signal's forced exit). A hook's start is
+// per hook still running (a second signal's forced exit); for
+// [WithAdaptiveDrain], "least", "most", "reason", "rate", "window",
+// "requests", "span" and "late_arrivals". A hook's start is
 // logged at Debug; its end at Info, at Warn when it used 80% or more of its
 // bound, and at Error when it failed.
 func WithLogger(l *slog.Logger) Option {

@@ -26,6 +26,11 @@ type Report struct {
 	Drain   time.Duration // how long the drain delay ran (0 when skipped)
 	Elapsed time.Duration // from the start to the result
 	Hooks   []HookReport  // one per hook and component, by start
+
+	// LateArrivals counts the requests that arrived after a drain of
+	// WithAdaptiveDrain ended and before the hooks ended: a sign that its
+	// least is too short for the load balancer. Always 0 without it.
+	LateArrivals int
 }
 
 // A HookReport is one hook's line in a [Report].

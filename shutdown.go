@@ -11,7 +11,8 @@
 //  1. A signal, [Manager.Trigger], or a component returning starts it;
 //     [Manager.Stopping] is closed and [Manager.ReadinessHandler] answers 503.
 //  2. For [WithDrainDelay] the service keeps serving, so load balancers
-//     stop sending new connections before listeners close.
+//     stop sending new connections before listeners close;
+//     [WithAdaptiveDrain] ends that drain once the requests have moved.
 //  3. [Manager.Context] is cancelled with the cause; components stop.
 //  4. Hooks run last added first, one at a time ([Concurrent] sets run
 //     together), each bounded by its [Timeout] and by the budget
@@ -92,7 +93,8 @@ type Manager struct {
 	rows        []HookReport // hooks, as they ended
 	hookErrs    []error
 
-	rs restarts // Listen, Ready, Upgrade (restart.go)
+	rs restarts  // Listen, Ready, Upgrade (restart.go)
+	ev *evidence // requests through Handler, for WithAdaptiveDrain; nil without it
 }
 
 // New returns a Manager configured by opts and installs its signal handler at
@@ -116,6 +118,7 @@ func New(opts ...Option) *Manager {
 		o.apply(&cfg)
 	}
 	checkUpgradeSignal(&cfg)
+	cfg.checkAdaptive()
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
 		if g := cfg.grace; g != nil {
 			panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) does not fit %v: its budget is %v", cfg.drain, g, cfg.timeout))
@@ -132,6 +135,7 @@ func New(opts ...Option) *Manager {
 		stopping: make(chan struct{}),
 		drainCut: make(chan struct{}),
 		done:     make(chan struct{}),
+		ev:       newEvidence(&cfg),
 	}
 	m.ctx, m.cancel = context.WithCancelCause(context.Background())
 	if len(cfg.signals) > 0 {
@@ -366,20 +370,14 @@ func (m *Manager) sequence() {
 	var drained time.Duration
 	if handoff {
 		m.handoff()
-	} else if d := m.cfg.drain; d > 0 && !skipDrain {
-		m.log(slog.LevelInfo, "shutdown: drain delay", slog.Duration("delay", d))
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-m.drainCut:
-		}
-		t.Stop()
-		drained = time.Since(start)
+	} else {
+		drained = m.drain(start, skipDrain)
 	}
 	m.cancel(cause)
 
 	r := newRunner(m, start)
 	r.runHooks()
+	m.hooksEnded()
 	r.waitComponents()
 	r.stop()
 	m.afterStop()
@@ -404,13 +402,15 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 	m.err = errors.Join(errs...)
 	elapsed := time.Since(r.start)
 	m.report = newReport(text, m.cfg.timeout, drained, elapsed, rows)
+	late, lateAttrs := m.lateArrivals()
+	m.report.LateArrivals = late
 
 	flushed := make(chan struct{})
 	if m.err != nil {
-		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", slog.Duration("elapsed", elapsed),
-			slog.Int("failed", len(errs)), slog.Any("error", m.err))
+		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", append([]slog.Attr{slog.Duration("elapsed", elapsed),
+			slog.Int("failed", len(errs)), slog.Any("error", m.err)}, lateAttrs...)...)
 	} else {
-		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", slog.Duration("elapsed", elapsed))
+		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", append([]slog.Attr{slog.Duration("elapsed", elapsed)}, lateAttrs...)...)
 	}
 	// Wait waits for the log handler 1s at most, and never past the budget
 	// plus 1s: a stuck handler must not hold the process.

@@ -29,8 +29,16 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9090", "listen address")
 	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM, with health NOT_SERVING")
+	drainMin := flag.Duration("drain-min", 0, "with -drain-max: an adaptive drain, at least this long (instead of -drain-delay)")
+	drainMax := flag.Duration("drain-max", 0, "with -drain-min: an adaptive drain, at most this long; gRPC is no evidence, so it drains this long")
 	flag.Parse()
-	m := shutdown.New(shutdown.WithDrainDelay(*drain))
+	drainOpt := shutdown.WithDrainDelay(*drain)
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["drain-min"] && given["drain-max"] { // gRPC is no evidence: it drains -drain-max
+		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
+	}
+	m := shutdown.New(drainOpt)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		slog.Error("listen", "error", err)

@@ -32,9 +32,17 @@ func main() {
 	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
 	pidFile := flag.String("pidfile", "", "write the pid here once serving (for PIDFile= and kill -HUP)")
 	upgradeTimeout := flag.Duration("upgrade-timeout", time.Minute, "how long the new process of a SIGHUP upgrade may take to be ready")
+	drainMin := flag.Duration("drain-min", 0, "with -drain-max: an adaptive drain, at least this long (instead of -drain-delay)")
+	drainMax := flag.Duration("drain-max", 0, "with -drain-min: an adaptive drain, at most this long")
 	flag.Parse()
+	drainOpt := shutdown.WithDrainDelay(*drain)
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["drain-min"] && given["drain-max"] { // ends once requests through Handler stop
+		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	opts := []shutdown.Option{shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain),
+	opts := []shutdown.Option{shutdown.WithTimeout(*timeout), drainOpt,
 		shutdown.WithUpgradeSignal(syscall.SIGHUP), shutdown.WithUpgradeTimeout(*upgradeTimeout)}
 	if *pidFile != "" {
 		opts = append(opts, shutdown.WithPIDFile(*pidFile))
