@@ -72,7 +72,10 @@ func StreamServerInterceptor(m *shutdown.Manager) grpc.StreamServerInterceptor {
 		unhook := context.AfterFunc(stop, func() { cancel(context.Cause(stop)) })
 		defer unhook() // a handler that panics leaves nothing on stop
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-		if unhook() { // stop was not done when the handler returned
+		// Asked of stop itself, not of unhook: stop is done before its
+		// cancellation reaches the AfterFunc, so a handler that watches
+		// m.Context() directly can return, and unhook win, in between.
+		if stop.Err() == nil {
 			return err
 		}
 		if err == nil || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) ||
