@@ -77,7 +77,7 @@ func StreamServerInterceptor(m *shutdown.Manager) grpc.StreamServerInterceptor {
 		ctx, cancel := context.WithCancelCause(ss.Context())
 		defer cancel(nil)
 		unhook := context.AfterFunc(stop, func() { cancel(context.Cause(stop)) })
-		defer unhook() // a handler that panics leaves nothing on stop
+		defer unhook() // off stop once the handler has returned or panicked
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 		// Asked of stop itself, not of unhook: stop is done before its
 		// cancellation reaches the AfterFunc, so a handler that watches
