@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // panickingHandler is a log handler with a bug: it panics on the records
@@ -108,6 +110,47 @@ func TestPanickingLogHandlerStillForcesExit(t *testing.T) {
 		}
 		if l := logs.String(); !strings.Contains(l, `msg="shutdown: hook finished" hook=db elapsed=0s outcome=ok dropped_records=1`) {
 			t.Errorf("the record after the lost one does not count it:\n%s", l)
+		}
+	})
+}
+
+// goexitHandler calls runtime.Goexit on the records whose message
+// contains on, as t.FailNow does in a test's handler that fails the test
+// on an error record; the others go to its Handler.
+type goexitHandler struct {
+	slog.Handler
+	on string
+}
+
+func (h goexitHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.on) {
+		runtime.Goexit()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// A log handler that calls runtime.Goexit ends the log goroutine: it
+// loses that record like a panicking handler does, counted in the next
+// one, and the records after it still go out, in order. On main at
+// 4d8f5bb the queue stayed marked as running with no goroutine left:
+// every later record was lost, uncounted, and Wait waited its full second
+// for the last one.
+func TestLogHandlerCallingGoexitLosesOnlyItsRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs logBuffer
+		m := newTest(WithLogger(slog.New(goexitHandler{Handler: logs.logger(slog.LevelInfo).Handler(), on: "hook finished"})))
+		m.Add("db", func(context.Context) error { return errors.New("db: connection reset") })
+		m.Add("cache", func(context.Context) error { return nil })
+		m.Trigger()
+		start := time.Now()
+		m.Wait()
+		if waited := time.Since(start); waited >= time.Second {
+			t.Errorf("Wait() took %v, want it not to wait for a log goroutine that is gone", waited)
+		}
+		l := logs.String()
+		want := `level=ERROR msg="shutdown: hook failed" hook=db elapsed=0s outcome=failed error="shutdown: hook \"db\": db: connection reset" dropped_records=1` + "\n"
+		if !strings.Contains(l, want) || !strings.Contains(l, `msg="shutdown: finished with errors"`) {
+			t.Errorf("log lacks %q and the finished record after it:\n%s", want, l)
 		}
 	})
 }

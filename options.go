@@ -161,7 +161,8 @@ type loggerOption struct{ l *slog.Logger }
 // Records go to the handler in order, from a goroutine of the Manager's
 // own, never the one that keeps time: a handler that blocks delays no hook
 // and changes no outcome, and [Manager.Wait] waits for it at most 1s. A
-// handler that panics loses that record, not the process: the next record
+// handler that panics (or calls runtime.Goexit, as t.FailNow does) loses
+// that record, not the process nor the records after it: the next record
 // it handles carries "dropped_records", how many were lost.
 //
 // Records use these attribute keys: "cause" (what started shutdown, or a

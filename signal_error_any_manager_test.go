@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // Two Managers in one process (issue 16, item 5): m1 receives SIGTERM,
@@ -83,4 +84,25 @@ func TestPanicWithSignalErrorIsStillPanic(t *testing.T) {
 	if err := m.Wait(); !errors.Is(err, ErrPanic) {
 		t.Errorf("Wait() = %v, want ErrPanic", err)
 	}
+}
+
+// A hook that, after its context's deadline, returns another Manager's
+// *SignalError joined with that deadline (errors.Join(context.Cause(
+// other.Context()), ctx.Err()), say) is a clean stop like any other
+// *SignalError: Wait returns nil. On main at 4d8f5bb the deadline was
+// matched first, the error then cleared, and runHook set the outcome on
+// the nil *HookError that a cleared error makes: a nil dereference on the
+// runner's goroutine, which crashed the process.
+func TestSignalErrorJoinedWithDeadlineIsCleanStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(WithSignals(), WithLogger(discard))
+		m.Add("db", func(ctx context.Context) error {
+			<-ctx.Done()
+			return errors.Join(&SignalError{Signal: syscall.SIGTERM}, ctx.Err())
+		}, Timeout(time.Second))
+		m.Trigger()
+		if err := m.Wait(); err != nil {
+			t.Errorf("Wait() = %v, want nil: a *SignalError is a clean stop", err)
+		}
+	})
 }

@@ -16,9 +16,11 @@
 // From SIGTERM on, health answers NOT_SERVING (Watch clients hear it at
 // once) while the server keeps serving through the drain delay. When
 // [shutdown.Manager.Context] is cancelled, after the drain, every stream's
-// context ends too and the stream ends with codes.Unavailable, the status
-// clients retry on, so they reconnect to another instance; GracefulStop
-// then returns as soon as the unary calls in flight have.
+// context ends too; a handler that returns then ends its stream with
+// codes.Unavailable, the status clients retry on, so they reconnect to
+// another instance; GracefulStop then returns as soon as the unary calls
+// in flight have. A handler blocked in RecvMsg or SendMsg is not woken
+// (see [StreamServerInterceptor]).
 //
 // It is a module of its own, so that importers of shutdown download no
 // gRPC.
@@ -47,7 +49,12 @@ var errGoingAway = status.Error(codes.Unavailable, "shutdown: server is shutting
 // before the hooks run), as well as when the client leaves: a
 // handler that returns when its stream's context is done (grpc's health
 // Watch does) needs nothing else. [context.Cause] of that context is then
-// the shutdown's cause.
+// the shutdown's cause. A handler blocked in RecvMsg or SendMsg is not
+// woken: grpc-go's calls watch the transport's own context, which only
+// the client, the handler's return or Stop end. A handler that waits for
+// its client's messages (a client or bidirectional stream) receives them
+// on a goroutine of its own and selects on its stream's context as well;
+// that goroutine's RecvMsg returns once the handler has.
 //
 // When m.Context() ended before the handler returned, a nil result, a
 // context error (or the shutdown's cause) and codes.Canceled become
@@ -70,9 +77,12 @@ func StreamServerInterceptor(m *shutdown.Manager) grpc.StreamServerInterceptor {
 		ctx, cancel := context.WithCancelCause(ss.Context())
 		defer cancel(nil)
 		unhook := context.AfterFunc(stop, func() { cancel(context.Cause(stop)) })
-		defer unhook() // a handler that panics leaves nothing on stop
+		defer unhook() // off stop once the handler has returned or panicked
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-		if unhook() { // stop was not done when the handler returned
+		// Asked of stop itself, not of unhook: stop is done before its
+		// cancellation reaches the AfterFunc, so a handler that watches
+		// m.Context() directly can return, and unhook win, in between.
+		if stop.Err() == nil {
 			return err
 		}
 		if err == nil || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) ||
