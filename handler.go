@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"weak"
 )
 
@@ -55,12 +57,19 @@ import (
 // connection once it is hijacked), and on a server without HTTPServer,
 // Handler tracks and closes nothing.
 //
-// The ResponseWriter that h sees has an Unwrap method, so
-// [http.ResponseController] reaches the server's own; it implements
-// [http.Flusher] and [io.ReaderFrom] always, [http.Hijacker] when the
-// writer Handler gets, or one it wraps (found through Unwrap, as
-// ResponseController finds it), can hijack (HTTP/1.x), and [http.Pusher]
-// when the writer Handler gets can push (HTTP/2). It panics if h is nil.
+// The ResponseWriter that h sees answers a type assertion to each of
+// [http.Flusher], [http.Hijacker], [http.CloseNotifier], [io.ReaderFrom],
+// [io.StringWriter] and [http.Pusher] as the writer Handler gets does:
+// over HTTP/1.x it is a Flusher, Hijacker, CloseNotifier, ReaderFrom and
+// StringWriter, over HTTP/2 a Flusher, CloseNotifier, StringWriter and
+// Pusher, as net/http's own writers are, so frameworks that assert one of
+// them without checking (gin's Context.Stream, echo) work under Handler.
+// One exception: it is a Hijacker also when the writer Handler gets only
+// reaches one through Unwrap, as [http.ResponseController] finds it, so
+// that a hijack through the controller comes through Handler and is
+// tracked. Its Unwrap method returns the writer Handler got, through which
+// [http.ResponseController] reaches every other method (SetWriteDeadline,
+// EnableFullDuplex). It panics if h is nil.
 func (m *Manager) Handler(h http.Handler) http.Handler {
 	if h == nil {
 		panic("shutdown: Handler: h is nil")
@@ -70,35 +79,14 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// context.Context, to which m.Context() can be given. One way to ask.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
-		// One wrapper type per combination, so that a type assertion on
-		// what h sees answers as it would on w: the HTTP/1.x writer
-		// hijacks, the HTTP/2 writer pushes, a middleware's writer may do
-		// both. Still one allocation per request (BenchmarkHandler).
-		_, pushes := w.(http.Pusher)
-		var dw *drainWriter
-		switch hijacks := canHijack(w); {
-		case hijacks && pushes:
-			d := &drainHijackPusher{drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}}
-			dw = &d.drainWriter
-			h.ServeHTTP(d, r)
-		case hijacks:
-			d := &drainHijacker{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}, r}
-			dw = &d.drainWriter
-			h.ServeHTTP(d, r)
-		case pushes:
-			d := &drainPusher{drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}}
-			dw = &d.drainWriter
-			h.ServeHTTP(d, r)
-		default:
-			dw = &drainWriter{ResponseWriter: w, m: m, noted: noted, at: at}
-			h.ServeHTTP(dw, r)
-		}
+		f := &fullWriter{drainWriter{ResponseWriter: w, m: m, r: r, noted: noted, at: at}}
+		h.ServeHTTP(writers[methodSet(w)](f), r)
 		// A handler that wrote nothing gets its header from the server
 		// after it returns: mark it now.
-		if !dw.hijacked {
-			dw.markClose()
+		if !f.hijacked {
+			f.markClose()
 		}
-		dw.countArrival()
+		f.countArrival()
 	})
 }
 
@@ -108,8 +96,9 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 // the busiest connections.
 type drainWriter struct {
 	http.ResponseWriter
-	m        *Manager // its Stopping, and its evidence for WithAdaptiveDrain
-	marked   bool     // the header has been written (or is about to be)
+	m        *Manager      // its Stopping, and its evidence for WithAdaptiveDrain
+	r        *http.Request // to find the server, only if the handler hijacks
+	marked   bool          // the header has been written (or is about to be)
 	hijacked bool
 	noted    bool   // an arrival to count at the first write or return (drain.go)
 	at       uint32 // when it arrived (drain.go)
@@ -152,52 +141,63 @@ func (w *drainWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// ReadFrom keeps the server's sendfile path for io.Copy and http.ServeContent.
-func (w *drainWriter) ReadFrom(r io.Reader) (int64, error) {
-	w.markClose()
-	return io.Copy(w.ResponseWriter, r)
-}
-
-// Flush is here because many handlers still find it with a type assertion
-// (w.(http.Flusher)) rather than through http.ResponseController. Both the
-// HTTP/1.x and the HTTP/2 server's writers can flush.
-func (w *drainWriter) Flush() { _ = w.FlushError() }
-
-// FlushError is what http.ResponseController.Flush calls first.
+// FlushError is what http.ResponseController.Flush calls first. Every
+// writer Handler hands out has it, so that a flush through the controller
+// marks the header too rather than reach the server's writer through
+// Unwrap; it returns the server's error where that cannot flush.
 func (w *drainWriter) FlushError() error {
 	w.markClose()
 	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// canHijack reports whether w, or a writer that it wraps, is an
-// [http.Hijacker], found through Unwrap as [http.ResponseController] finds
-// it: middleware written for ResponseController adds only Unwrap, and a
-// handler behind it hijacks through the controller.
-func canHijack(w http.ResponseWriter) bool {
-	for range 100 { // a writer whose Unwrap returns itself must not hang every request
-		switch v := w.(type) {
-		case http.Hijacker:
-			return true
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return false
-		}
-	}
-	return false
+// baseWriter is what every writer Handler hands out has: drainWriter's
+// methods.
+type baseWriter interface {
+	http.ResponseWriter
+	Unwrap() http.ResponseWriter
+	FlushError() error
+	isProbe() // for ReadinessHandler (drain.go)
 }
 
-// drainHijacker is a drainWriter over a writer that can be hijacked, itself
-// or through Unwrap; a separate type, so that w.(http.Hijacker) stays false
-// over HTTP/2, as it is without Handler. http.ResponseController.Hijack
-// finds its Hijack before it tries Unwrap, so both ways of hijacking come
-// through here.
-type drainHijacker struct {
-	drainWriter
-	r *http.Request // to find the server, only if the handler hijacks
+// fullWriter is a drainWriter with all six optional methods. Each calls the
+// wrapped writer's own, so a handler must see only those the wrapped writer
+// has: the writers table (handler_writers.go) gives, for each method set,
+// a writer that holds the fullWriter through just those interfaces.
+type fullWriter struct{ drainWriter }
+
+// Flush is here because many handlers still find it with a type assertion
+// (w.(http.Flusher)) rather than through http.ResponseController.
+func (w *fullWriter) Flush() { _ = w.FlushError() }
+
+// CloseNotify is the wrapped writer's: gin and echo still assert it.
+func (w *fullWriter) CloseNotify() <-chan bool {
+	return w.ResponseWriter.(http.CloseNotifier).CloseNotify() //lint:ignore SA1019 frameworks assert it
 }
 
-func (w *drainHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+// ReadFrom keeps the server's sendfile path for io.Copy and http.ServeContent.
+func (w *fullWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.markClose()
+	return w.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+}
+
+// WriteString keeps the server's copy-free path for io.WriteString.
+func (w *fullWriter) WriteString(s string) (int, error) {
+	w.markClose()
+	return w.ResponseWriter.(io.StringWriter).WriteString(s)
+}
+
+// Push is the wrapped writer's: [http.ResponseController] has no Push, so
+// a handler finds it only with w.(http.Pusher).
+func (w *fullWriter) Push(target string, opts *http.PushOptions) error {
+	return w.ResponseWriter.(http.Pusher).Push(target, opts)
+}
+
+// Hijack hijacks the connection through the wrapped writer, or one it
+// wraps (found through Unwrap, as [http.ResponseController] finds it), and
+// tracks it if [HTTPServer] drains the server. The controller finds this
+// Hijack before it tries Unwrap, so both ways of hijacking come through
+// here.
+func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	var t *connTracker
 	if s, ok := w.r.Context().Value(http.ServerContextKey).(*http.Server); ok && s != nil {
 		if v, ok := trackers.Load(weak.Make(s)); ok {
@@ -230,32 +230,127 @@ func (w *drainHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return t.hijackEnds(c, err), rw, err
 }
 
-// drainPusher is a drainWriter over a writer that can push (HTTP/2):
-// [http.ResponseController] has no Push, so a handler finds it only with
-// w.(http.Pusher).
-type drainPusher struct{ drainWriter }
+// The six optional interfaces, as bits of a method set: the index of the
+// writers table.
+const (
+	canFlush       = 1 << iota // http.Flusher
+	canHijack                  // http.Hijacker
+	canCloseNotify             // http.CloseNotifier
+	canReadFrom                // io.ReaderFrom
+	canWriteString             // io.StringWriter
+	canPush                    // http.Pusher
+)
 
-func (w *drainPusher) Push(target string, opts *http.PushOptions) error {
-	return w.ResponseWriter.(http.Pusher).Push(target, opts)
+// methodSet says which of the six optional interfaces w has. Hijack counts
+// also when found through Unwrap, as [http.ResponseController] finds it:
+// middleware written for the controller adds only Unwrap, and a handler
+// behind it hijacks through the controller, which must find Handler's
+// Hijack first for the connection to be tracked.
+func methodSet(w http.ResponseWriter) int {
+	set := 0
+	if _, ok := w.(http.Flusher); ok {
+		set |= canFlush
+	}
+	if hijacks(w) {
+		set |= canHijack
+	}
+	//lint:ignore SA1019 frameworks assert it
+	if _, ok := w.(http.CloseNotifier); ok {
+		set |= canCloseNotify
+	}
+	if _, ok := w.(io.ReaderFrom); ok {
+		set |= canReadFrom
+	}
+	if _, ok := w.(io.StringWriter); ok {
+		set |= canWriteString
+	}
+	if _, ok := w.(http.Pusher); ok {
+		set |= canPush
+	}
+	return set
 }
 
-// drainHijackPusher is a drainHijacker over a writer that can also push, as
-// some middleware writers declare both.
-type drainHijackPusher struct{ drainHijacker }
+// hijacks reports whether w, or a writer that it wraps, is an
+// [http.Hijacker], found through Unwrap as [http.ResponseController] finds
+// it.
+func hijacks(w http.ResponseWriter) bool {
+	for range 100 { // a writer whose Unwrap returns itself must not hang every request
+		switch v := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
+}
 
-func (w *drainHijackPusher) Push(target string, opts *http.PushOptions) error {
-	return w.ResponseWriter.(http.Pusher).Push(target, opts)
+// http1Writer is the writer over net/http's HTTP/1.x writer (method set
+// 31: it cannot push), and http2Writer over its HTTP/2 writer (53: it can
+// neither hijack nor read from). Types of their own rather than rows of
+// embedded interfaces, so that a request costs one allocation.
+type (
+	http1Writer fullWriter
+	http2Writer fullWriter
+)
+
+func (w *http1Writer) Flush()                              { (*fullWriter)(w).Flush() }
+func (w *http1Writer) CloseNotify() <-chan bool            { return (*fullWriter)(w).CloseNotify() }
+func (w *http1Writer) ReadFrom(r io.Reader) (int64, error) { return (*fullWriter)(w).ReadFrom(r) }
+func (w *http1Writer) WriteString(s string) (int, error)   { return (*fullWriter)(w).WriteString(s) }
+func (w *http1Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return (*fullWriter)(w).Hijack()
+}
+
+func (w *http2Writer) Flush()                            { (*fullWriter)(w).Flush() }
+func (w *http2Writer) CloseNotify() <-chan bool          { return (*fullWriter)(w).CloseNotify() }
+func (w *http2Writer) WriteString(s string) (int, error) { return (*fullWriter)(w).WriteString(s) }
+func (w *http2Writer) Push(target string, opts *http.PushOptions) error {
+	return (*fullWriter)(w).Push(target, opts)
 }
 
 // hijackedConn is a connection hijacked through Handler on a server that
 // HTTPServer drains: the server forgets it, so its Close tells the tracker.
 // It wraps rather than probes the socket for closing, so that it works
 // with any listener (TLS, PROXY protocol, cmux), and the hook hears of a
-// Close at once.
+// Close at once. It counts its writes, for an h2c connection's end (see
+// h2cIdle).
 type hijackedConn struct {
 	net.Conn
 	t    *connTracker
+	addr string // addrKey, fixed
 	once sync.Once
+
+	writing atomic.Int32  // writes under way
+	wrote   atomic.Uint64 // writes ended
+	watched atomic.Bool   // the hook waits for a write to end (h2c)
+
+	// Guarded by t.mu: what x/net reported, if it serves HTTP/2 over it.
+	h2c         bool      // x/net has reported a state for it
+	idleSince   time.Time // when it went idle; zero while a stream is open
+	wroteAtIdle uint64    // wrote then
+	closing     bool      // the hook has closed it and waits for x/net's Close
+}
+
+// Write writes to the connection, counted.
+func (c *hijackedConn) Write(p []byte) (int, error) {
+	c.writing.Add(1)
+	n, err := c.Conn.Write(p)
+	c.wroteOne()
+	return n, err
+}
+
+// wroteOne ends a write, and wakes the hook if it waits for one.
+func (c *hijackedConn) wroteOne() {
+	c.wrote.Add(1)
+	c.writing.Add(-1)
+	if c.watched.Load() {
+		c.t.mu.Lock()
+		c.t.changed()
+		c.t.mu.Unlock()
+	}
 }
 
 // Close closes the connection and tells HTTPServer that it has ended.
@@ -272,6 +367,8 @@ func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 // ReadFrom keeps the server's connection's own ReadFrom (splice(2) and
 // sendfile(2) on a *net.TCPConn) for io.Copy into a tunnel.
 func (c *hijackedConn) ReadFrom(r io.Reader) (int64, error) {
+	c.writing.Add(1)
+	defer c.wroteOne()
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}

@@ -9,110 +9,12 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
+	"time"
 	"weak"
 )
-
-// connTracker follows one server's connections, through the ConnState
-// callback that HTTPServer chains onto it, and the connections hijacked
-// through Handler on it.
-//
-// Why ConnState and not a count of requests in Handler: a handler's return
-// says nothing about the response's bytes still buffered, which the server
-// writes after it (a slow reader's last kilobytes), and Handler sees only
-// the routes it wraps. The server reports StateIdle or StateClosed after
-// its last write of a response has returned, on every route.
-type connTracker struct {
-	mu    sync.Mutex
-	conns map[net.Conn]http.ConnState // seen from StateNew on, until closed or hijacked
-	// seen: a connection was reported from StateNew on. late: a state came
-	// for a connection never reported new, so HTTPServer was called after
-	// the server had started serving (a data race, see HTTPServer) and may
-	// not know every connection. Neither: s.ConnState was replaced after
-	// HTTPServer, or nothing connected.
-	seen, late bool
-	hijacking  int                        // Hijack calls under way through Handler
-	hijacked   map[*hijackedConn]struct{} // hijacked through Handler, not yet closed
-	wake       chan struct{}              // closed at the next change, while the hook waits
-	// pastDeadline: the hook has closed what was open at its deadline; a
-	// Hijack that ends after that closes its connection at once.
-	pastDeadline bool
-}
-
-// stateClosing marks a connection that the hook has closed itself, until
-// the server reports it closed.
-const stateClosing http.ConnState = -1
-
-func (t *connTracker) setState(c net.Conn, st http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	_, known := t.conns[c]
-	switch {
-	case st == http.StateNew:
-		t.conns[c], t.seen = st, true
-	case !known:
-		t.late = true
-	case st == http.StateHijacked || st == http.StateClosed:
-		delete(t.conns, c)
-	default:
-		t.conns[c] = st
-	}
-	t.changed()
-}
-
-func (t *connTracker) hijackStarts() {
-	t.mu.Lock()
-	t.hijacking++
-	t.mu.Unlock()
-}
-
-func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
-	t.mu.Lock()
-	t.hijacking--
-	t.changed()
-	if err != nil {
-		t.mu.Unlock()
-		return c
-	}
-	hc := &hijackedConn{Conn: c, t: t}
-	late := t.pastDeadline
-	if !late {
-		t.hijacked[hc] = struct{}{}
-	}
-	t.mu.Unlock()
-	if late {
-		// The hook has closed what it knew of at its deadline and is gone:
-		// nobody else would close this one.
-		closeNow(c)
-	}
-	if _, ok := c.(halfCloser); ok {
-		return hijackedHalfCloser{hc}
-	}
-	return hc
-}
-
-func (t *connTracker) hijackedClosed(c *hijackedConn) {
-	t.mu.Lock()
-	delete(t.hijacked, c)
-	t.changed()
-	t.mu.Unlock()
-}
-
-// changed wakes the hook, if it waits; t.mu is held.
-func (t *connTracker) changed() {
-	if t.wake != nil {
-		close(t.wake)
-		t.wake = nil
-	}
-}
-
-// trackers maps each server given to HTTPServer to its tracker, for
-// Handler's Hijack. The keys are weak pointers, and a cleanup deletes an
-// entry when its server is collected (a tracker does not point back to its
-// server), so a server that is never drained is not kept alive here.
-var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 
 // HTTPServer adapts s to a Hook that drains it. Call it before s serves,
 // and after setting s.ConnState if you set it: it chains a callback of its
@@ -138,6 +40,22 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // Shutdown's next poll, up to half a second later: it returns within
 // milliseconds of the last write.
 //
+// HTTP/2 without TLS through golang.org/x/net/http2/h2c
+// (h2c.NewHandler(mux, &http2.Server{}), as connect-go and grpc-gateway
+// document) hijacks the connection and serves it outside net/http, and
+// x/net offers no way to send GOAWAY on it without
+// http2.ConfigureServer. Put Handler outside h2c's handler,
+// m.Handler(h2c.NewHandler(mux, h2s)), so that the hijacked connection is
+// tracked: the hook then closes it as soon as x/net reports it idle and
+// its last write has returned, so a stream in flight finishes first (a
+// request the client sends at that moment meets a closed connection, as
+// on an idle HTTP/1.1 connection). x/net's reports of that connection's
+// states, through s.ConnState, count as no connection of the server's own.
+// Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2) serves
+// what you need, prefer it: net/http then serves h2c itself and sends
+// GOAWAY, as over TLS; http2.ConfigureServer on s also gives h2c's
+// connections a GOAWAY from Shutdown.
+//
 // If the hook's context ends first, it calls Close, which cuts the
 // requests still running (their contexts are cancelled), closes the
 // hijacked connections still open, and reports [ErrTimeout] with what it
@@ -161,12 +79,20 @@ var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
 // so Run's function returning [http.ErrServerClosed] does not mean that the
 // handlers have finished: this hook returning does. Register what the
 // handlers use (a database) before the server, so that its hook runs after
-// this one. It panics if s is nil.
+// this one. A panic inside Shutdown, which the hook runs on a goroutine of
+// its own (a listener's or connection's Close), is the hook's [ErrPanic]
+// with the stack where it happened, and the hook returns at once: the
+// server may hold its lock, so nothing more is called on it. It panics if s
+// is nil.
 func HTTPServer(s *http.Server) Hook {
 	if s == nil {
 		panic("shutdown: HTTPServer: s is nil")
 	}
-	t := &connTracker{conns: make(map[net.Conn]http.ConnState), hijacked: make(map[*hijackedConn]struct{})}
+	t := &connTracker{
+		conns:    make(map[net.Conn]http.ConnState),
+		hijacked: make(map[*hijackedConn]struct{}),
+		byAddr:   make(map[string][]*hijackedConn),
+	}
 	prev := s.ConnState
 	s.ConnState = func(c net.Conn, st http.ConnState) {
 		if prev != nil {
@@ -185,43 +111,30 @@ func HTTPServer(s *http.Server) Hook {
 func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- s.Shutdown(sctx) }()
 	var shutErr error
+	shut := goRelaying(func() { shutErr = s.Shutdown(sctx) })
 	shutDone := false
 	for {
-		t.mu.Lock()
-		var silent []net.Conn
-		for c, st := range t.conns {
-			if st == http.StateNew {
-				silent = append(silent, c)
-				t.conns[c] = stateClosing
-			}
-		}
-		// Wait for every connection to close, not just to be idle: an idle
-		// HTTP/2 connection is only between streams, and Go closes it a
-		// second after GOAWAY; an HTTP/1.x connection that ends a response
-		// during Shutdown closes at once. Idle is not the end of a
-		// response either when the server closes after it (Connection:
-		// close): StateClosed comes straight after the last write.
-		trusted := t.seen && !t.late
-		open := trusted && len(t.conns) > 0 || !trusted && !shutDone
-		done := !open && t.hijacking == 0 && len(t.hijacked) == 0
-		wake := make(chan struct{})
-		if !done {
-			t.wake = wake
-		}
-		t.mu.Unlock()
-		for _, c := range silent {
+		l := t.look(shutDone)
+		for _, c := range l.silent {
 			closeNow(c)
 		}
-		if done {
+		for _, hc := range l.h2cIdle {
+			closeNow(hc.Conn) // x/net's server then closes its connection, and hc with it
+		}
+		if l.done {
 			break
 		}
+		var again <-chan time.Time // Go 1.23 on, an unused timer costs nothing once dropped
+		if !l.again.IsZero() {
+			again = time.After(time.Until(l.again))
+		}
 		select {
-		case <-wake:
-		case err := <-shut:
-			shutDone, shutErr, shut = true, err, nil
+		case <-l.wake:
+		case <-again:
+		case p := <-shut:
+			relay(p)
+			shutDone, shut = true, nil
 			if ctx.Err() != nil {
 				return t.cut(ctx, s, cancel, shut)
 			}
@@ -231,20 +144,119 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	}
 	// Close now rather than leave it to Shutdown, which polls up to every
 	// half second: nothing is left to cut, and the listeners are closed.
-	cerr := s.Close()
+	// Shutdown first returns (its context cancelled), so that one that
+	// panicked, perhaps holding the server's lock, is reported rather than
+	// deadlock Close.
 	cancel()
 	if !shutDone {
-		if err := <-shut; err != nil && !errors.Is(err, context.Canceled) {
-			shutErr = err // a listener's Close failed
+		relay(<-shut)
+		if errors.Is(shutErr, context.Canceled) {
+			shutErr = nil
 		}
 	}
+	cerr := s.Close()
 	switch {
 	case shutErr != nil:
-		return fmt.Errorf("http server: Shutdown: %w", shutErr)
+		return fmt.Errorf("http server: Shutdown: %w", shutErr) // a listener's Close failed
 	case cerr != nil:
 		return fmt.Errorf("http server: Close: %w", cerr)
 	}
 	return nil
+}
+
+// look is what the hook's loop sees at one look at the connections: what
+// to close now, whether the drain is done, and if not, when to look again.
+type look struct {
+	silent  []net.Conn      // never sent a request: closed now (see HTTPServer)
+	h2cIdle []*hijackedConn // h2c connections x/net has finished with: closed now
+	done    bool
+	wake    <-chan struct{} // closed at the next change
+	again   time.Time       // look again then, if not zero
+}
+
+// look takes one look at the connections, for drain, and arranges to be
+// woken at the next change.
+func (t *connTracker) look(shutDone bool) look {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var l look
+	for c, st := range t.conns {
+		if st == http.StateNew {
+			l.silent = append(l.silent, c)
+			t.conns[c] = stateClosing
+		}
+	}
+	now := time.Now()
+	for hc := range t.hijacked {
+		if hc.closing {
+			continue
+		}
+		switch closable, again := hc.h2cIdle(now); {
+		case closable:
+			hc.closing = true
+			l.h2cIdle = append(l.h2cIdle, hc)
+		case !again.IsZero() && (l.again.IsZero() || again.Before(l.again)):
+			l.again = again
+		}
+	}
+	// The server's own connections. With the whole list, wait for each to
+	// close, not just to be idle: an idle HTTP/2 connection is only between
+	// streams, and Go closes it a second after GOAWAY; an HTTP/1.x
+	// connection that ends a response during Shutdown closes at once, as
+	// does one that ends it with Connection: close (StateClosed comes
+	// straight after the last write). Without the whole list, Shutdown
+	// returning is the only sign that none is active.
+	serverOpen := !shutDone
+	if t.coverage == complete {
+		serverOpen = len(t.conns) > 0
+	}
+	l.done = !serverOpen && t.hijacking == 0 && len(t.hijacked) == 0
+	if !l.done {
+		wake := make(chan struct{})
+		t.wake, l.wake = wake, wake
+	}
+	return l
+}
+
+// relayedPanic is a panic recovered on a goroutine that an adapter starts
+// for user code (GracefulStop, Shutdown with a listener's or connection's
+// Close), raised again on the hook's own goroutine, whose recover reports
+// it as [ErrPanic] with the stack where it happened. Unrecovered there, it
+// would end the process: a hook's recover covers only its own goroutine.
+type relayedPanic struct {
+	value any
+	stack []byte
+}
+
+// goRelaying runs f on a goroutine of its own; the channel it returns
+// delivers nil when f has returned, or the panic (or runtime.Goexit) that
+// ended it.
+func goRelaying(f func()) <-chan *relayedPanic {
+	done := make(chan *relayedPanic, 1)
+	go func() {
+		returned := false
+		defer func() {
+			v := recover()
+			switch {
+			case returned:
+				done <- nil
+			case v == nil:
+				done <- &relayedPanic{errGoexit, debug.Stack()}
+			default:
+				done <- &relayedPanic{v, debug.Stack()}
+			}
+		}()
+		f()
+		returned = true
+	}()
+	return done
+}
+
+// relay raises on the calling goroutine (the hook's) the panic p, if any.
+func relay(p *relayedPanic) {
+	if p != nil {
+		panic(*p)
+	}
 }
 
 // closeNow closes c, and, if it is a *tls.Conn, its transport first: the
@@ -260,9 +272,9 @@ func closeNow(c net.Conn) {
 // cut closes s and the hijacked connections at the hook's deadline, and
 // says what it cut. Its errors, like the other adapters', do not start with
 // "shutdown:": the [*HookError] that carries them does.
-func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan error) error {
+func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.CancelFunc, shut <-chan *relayedPanic) error {
 	t.mu.Lock()
-	trusted, active := t.seen && !t.late, 0
+	trusted, active := t.coverage == complete, 0
 	var secure []*tls.Conn
 	for c, st := range t.conns {
 		if st == http.StateActive {
@@ -282,11 +294,11 @@ func (t *connTracker) cut(ctx context.Context, s *http.Server, cancel context.Ca
 	for _, tc := range secure {
 		tc.NetConn().Close()
 	}
-	cerr := s.Close()
 	cancel()
 	if shut != nil {
-		<-shut // at once: its context is cancelled
+		relay(<-shut) // at once: its context is cancelled
 	}
+	cerr := s.Close()
 	for _, c := range hijacked {
 		closeNow(c.Conn)
 		c.Close()
@@ -352,8 +364,11 @@ func (m *Manager) ReadinessHandler() http.Handler {
 // the calls in flight; if the hook's context ends first, Stop, which cancels
 // them, and the hook reports [ErrTimeout]. Streams that never end on their
 // own (watches, subscriptions) hold GracefulStop until the deadline: end
-// them from [Manager.Context] or from an earlier hook. The library takes no
-// gRPC dependency. It panics if s is nil.
+// them from [Manager.Context] or from an earlier hook (the module
+// github.com/gracefulgo/shutdown/shutdowngrpc does). A panic in
+// GracefulStop, which the hook runs on a goroutine of its own, is the
+// hook's [ErrPanic] with GracefulStop's stack. The library takes no gRPC
+// dependency. It panics if s is nil.
 func GRPCServer(s interface {
 	GracefulStop()
 	Stop()
@@ -362,23 +377,21 @@ func GRPCServer(s interface {
 		panic("shutdown: GRPCServer: s is nil")
 	}
 	return func(ctx context.Context) error {
-		done := make(chan struct{})
-		go func() {
-			s.GracefulStop()
-			close(done)
-		}()
+		done := goRelaying(s.GracefulStop)
 		select {
-		case <-done:
+		case p := <-done:
+			relay(p)
 			return nil
 		case <-ctx.Done():
 		}
 		select {
-		case <-done: // returned as the deadline came
+		case p := <-done: // returned as the deadline came
+			relay(p)
 			return nil
 		default:
 		}
 		s.Stop()
-		<-done
+		relay(<-done)
 		// Whether calls were in flight is not known: GracefulStop may have been
 		// about to return when the deadline came (or had passed already).
 		return fmt.Errorf("grpc server: GracefulStop had not finished at the deadline; stopped: %w", ctx.Err())

@@ -23,6 +23,12 @@ func serve(t *testing.T, srv *http.Server) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, srv, ln)
+	return ln.Addr().String()
+}
+
+// serveOn runs srv on ln until the test ends.
+func serveOn(t *testing.T, srv *http.Server, ln net.Listener) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -32,7 +38,6 @@ func serve(t *testing.T, srv *http.Server) string {
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
 }
 
 // client returns an HTTP client of the test's own, whose connections end
@@ -394,8 +399,19 @@ func (w *nopWriter) Header() http.Header         { return w.h }
 func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
+// http1Like has the method set of net/http's HTTP/1.x writer.
+type http1Like struct{ nopWriter }
+
+func (w *http1Like) Flush()                                       {}
+func (w *http1Like) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, nil }
+func (w *http1Like) CloseNotify() <-chan bool                     { return nil }
+func (w *http1Like) ReadFrom(r io.Reader) (int64, error)          { return 0, nil }
+func (w *http1Like) WriteString(s string) (int, error)            { return len(s), nil }
+
 // BenchmarkHandler measures what Handler adds to a request: the
-// ResponseWriter wrapper, which marks the response once shutdown started.
+// ResponseWriter wrapper, which marks the response once shutdown started,
+// over a writer with none of the optional methods and over one with those
+// of net/http's HTTP/1.x writer.
 func BenchmarkHandler(b *testing.B) {
 	m := newTest()
 	defer func() { m.Trigger(); <-m.Done() }()
@@ -403,15 +419,19 @@ func BenchmarkHandler(b *testing.B) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(nil) })
 	r := httptest.NewRequest("GET", "/", nil)
 	r = r.WithContext(context.WithValue(r.Context(), http.ServerContextKey, srv))
-	w := &nopWriter{h: http.Header{}}
 	for _, bc := range []struct {
 		name string
 		h    http.Handler
-	}{{"bare", ok}, {"Handler", m.Handler(ok)}} {
+		w    http.ResponseWriter
+	}{
+		{"bare", ok, &nopWriter{h: http.Header{}}},
+		{"Handler", m.Handler(ok), &nopWriter{h: http.Header{}}},
+		{"Handler-HTTP1-writer", m.Handler(ok), &http1Like{nopWriter{h: http.Header{}}}},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				bc.h.ServeHTTP(w, r)
+				bc.h.ServeHTTP(bc.w, r)
 			}
 		})
 	}

@@ -49,11 +49,15 @@ func (t *task) run(f func() error, report func(result)) {
 	returned := false
 	defer func() {
 		if v := recover(); v != nil {
+			stack := debug.Stack()
+			if p, ok := v.(relayedPanic); ok { // from an adapter's goroutine
+				v, stack = p.value, p.stack
+			}
 			err, ok := v.(error)
 			if !ok {
 				err = fmt.Errorf("%v", v)
 			}
-			res = result{err: err, stack: debug.Stack(), panic: true}
+			res = result{err: err, stack: stack, panic: true}
 		} else if !returned {
 			res = result{err: errGoexit}
 		}

@@ -1,0 +1,193 @@
+//lint:file-ignore SA1019 x/net deprecated h2c and http2.Server, but connect-go and grpc-gateway still document them, and users run them.
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gracefulgo/shutdown"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// h2cServer serves mux behind h2c.NewHandler(mux, &http2.Server{}) inside
+// m.Handler, the wiring connect-go and grpc-gateway document, on a
+// loopback port, with HTTPServer's hook under a 5s timeout. It returns the
+// address and where the hook's start and end are noted.
+func h2cServer(t *testing.T, m *shutdown.Manager, mux http.Handler) (addr string, hook *[2]time.Time, hookErr *error) {
+	t.Helper()
+	srv := &http.Server{Handler: m.Handler(h2c.NewHandler(mux, &http2.Server{}))}
+	drain := shutdown.HTTPServer(srv)
+	hook, hookErr = new([2]time.Time), new(error)
+	m.Add("http", func(ctx context.Context) error {
+		hook[0] = time.Now()
+		err := drain(ctx)
+		hook[1], *hookErr = time.Now(), err
+		return err
+	}, shutdown.Timeout(5*time.Second))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	return ln.Addr().String(), hook, hookErr
+}
+
+// h2cClient is Go's HTTP/2 client with prior knowledge, over one connection.
+func h2cClient(t *testing.T) *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func h2cGet(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.ProtoMajor != 2 {
+		t.Fatalf("GET %s: %s, %v; want HTTP/2", url, resp.Proto, err)
+	}
+	return string(b)
+}
+
+const streamChunks, chunkSize = 20, 16 << 10
+
+// h2cMux has / (a short answer), /stream (20 chunks of 16 KiB, 10 ms
+// apart) and /held (answers once release is closed).
+func h2cMux(entered chan<- struct{}, release <-chan struct{}) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		chunk := strings.Repeat("x", chunkSize)
+		for range streamChunks {
+			io.WriteString(w, chunk)
+			http.NewResponseController(w).Flush()
+			time.Sleep(10 * time.Millisecond) // a stream that takes 200ms
+		}
+	})
+	mux.HandleFunc("/held", func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "held ok")
+	})
+	return mux
+}
+
+func newManager() *shutdown.Manager {
+	return shutdown.New(shutdown.WithSignals(), shutdown.WithLogger(slog.New(slog.DiscardHandler)), shutdown.WithTimeout(10*time.Second))
+}
+
+// TestH2CIdleConnectionDoesNotHoldHook checks x/net's h2c under Handler
+// with an h2c connection idle when shutdown starts: x/net sends no GOAWAY
+// without http2.ConfigureServer, and the hook closes the connection rather
+// than wait for it to its deadline.
+func TestH2CIdleConnectionDoesNotHoldHook(t *testing.T) {
+	m := newManager()
+	addr, hook, hookErr := h2cServer(t, m, h2cMux(nil, nil))
+	if got := h2cGet(t, h2cClient(t), "http://"+addr+"/"); got != "ok" {
+		t.Fatalf("GET / = %q", got)
+	}
+	m.Trigger()
+	err := m.Wait()
+	d := hook[1].Sub(hook[0])
+	t.Logf("x/net h2c, idle connection: hook returned %v after it started (err %v)", d.Round(time.Microsecond), *hookErr)
+	if err != nil || d > 100*time.Millisecond {
+		t.Errorf("Wait() = %v with the hook taking %v; want nil within 100ms", err, d)
+	}
+}
+
+// TestH2CStreamInFlightFinishesThenHookReturns checks x/net's h2c under
+// Handler with a stream in flight when shutdown starts: the client reads
+// every byte, and the hook returns right after the stream's end.
+func TestH2CStreamInFlightFinishesThenHookReturns(t *testing.T) {
+	m := newManager()
+	addr, hook, hookErr := h2cServer(t, m, h2cMux(nil, nil))
+	c := h2cClient(t)
+	h2cGet(t, c, "http://"+addr+"/") // the connection is up
+	resp, err := c.Get("http://" + addr + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.Peek(1); err != nil { // the stream has begun
+		t.Fatal(err)
+	}
+	m.Trigger()
+	n, err := io.Copy(io.Discard, br)
+	lastRead := time.Now()
+	if err != nil || n != streamChunks*chunkSize {
+		t.Errorf("stream in flight: read %d of %d bytes, %v", n, streamChunks*chunkSize, err)
+	}
+	werr := m.Wait()
+	after := hook[1].Sub(lastRead)
+	t.Logf("x/net h2c, stream in flight: hook ran %v, returned %v after the client read the stream's last byte (err %v)",
+		hook[1].Sub(hook[0]).Round(time.Microsecond), after.Round(time.Microsecond), *hookErr)
+	if werr != nil || after > 100*time.Millisecond {
+		t.Errorf("Wait() = %v, hook returned %v after the last byte; want nil within 100ms", werr, after)
+	}
+}
+
+// TestH2CLeavesTrackerTrustingBesideHTTP1 checks an HTTP/1.1 response in
+// flight beside an idle h2c connection: x/net's reports about the h2c
+// connection (never reported new by the server) leave the hook trusting
+// its list of connections, so it returns within milliseconds of the
+// response's end rather than at Shutdown's next poll.
+func TestH2CLeavesTrackerTrustingBesideHTTP1(t *testing.T) {
+	m := newManager()
+	entered, release := make(chan struct{}), make(chan struct{})
+	addr, hook, hookErr := h2cServer(t, m, h2cMux(entered, release))
+	h2cGet(t, h2cClient(t), "http://"+addr+"/")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	got := make(chan error, 1)
+	var answered time.Time
+	go func() {
+		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get("http://" + addr + "/held")
+		if err == nil {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answered = time.Now()
+			if err == nil && (string(b) != "held ok" || resp.ProtoMajor != 1) {
+				err = errors.New("unexpected response " + resp.Proto + " " + string(b))
+			}
+		}
+		got <- err
+	}()
+	<-entered
+	m.Trigger()
+	time.Sleep(300 * time.Millisecond) // the response takes 300ms more: Shutdown polls every 256ms by then
+	close(release)
+	if err := <-got; err != nil {
+		t.Errorf("HTTP/1.1 response in flight: %v", err)
+	}
+	err := m.Wait()
+	after := hook[1].Sub(answered)
+	t.Logf("x/net h2c beside HTTP/1.1: hook returned %v after the HTTP/1.1 response was read (err %v)", after.Round(time.Microsecond), *hookErr)
+	if err != nil || after > 50*time.Millisecond {
+		t.Errorf("Wait() = %v, hook returned %v after the response; want nil within 50ms", err, after)
+	}
+}

@@ -1,0 +1,237 @@
+package shutdown
+
+// This file follows one server's connections for HTTPServer's hook: those
+// the server reports through ConnState, those hijacked through Handler,
+// and those that x/net's HTTP/2 server serves over a hijacked one (h2c).
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// connTracker follows one server's connections, through the ConnState
+// callback that HTTPServer chains onto it, and the connections hijacked
+// through Handler on it.
+//
+// Why ConnState and not a count of requests in Handler: a handler's return
+// says nothing about the response's bytes still buffered, which the server
+// writes after it (a slow reader's last kilobytes), and Handler sees only
+// the routes it wraps. The server reports StateIdle or StateClosed after
+// its last write of a response has returned, on every route.
+type connTracker struct {
+	mu       sync.Mutex
+	conns    map[net.Conn]http.ConnState // the server's own, from StateNew until closed or hijacked
+	coverage coverage                    // whether conns lists every connection the server has open
+	// hijacking counts Hijack calls under way through Handler; hijacked
+	// holds the connections they returned, until closed, and byAddr the
+	// same by their addresses, to know x/net's reports about them.
+	hijacking int
+	hijacked  map[*hijackedConn]struct{}
+	byAddr    map[string][]*hijackedConn
+	wake      chan struct{} // closed at the next change, while the hook waits
+	// pastDeadline: the hook has closed what was open at its deadline; a
+	// Hijack that ends after that closes its connection at once.
+	pastDeadline bool
+}
+
+// coverage is what the tracker knows of the server's connections, from the
+// one rule net/http keeps: the first report of every connection it serves
+// is StateNew. It only moves forward: noReport, then complete, or partial
+// at any time, for good.
+type coverage int
+
+const (
+	// noReport: nothing reported yet. Nothing has connected, or s.ConnState
+	// was replaced after HTTPServer and the tracker hears nothing.
+	noReport coverage = iota
+	// complete: every report so far was for a connection first reported
+	// StateNew (or for one that x/net serves over a hijacked connection,
+	// which is no connection of the server's own): conns is the whole list.
+	complete
+	// partial: a connection was reported without StateNew first, so the
+	// callback was installed after it opened (HTTPServer called while s
+	// served, a data race it documents): conns may miss some. The hook
+	// then relies on Shutdown, as it would without the tracker.
+	partial
+)
+
+// stateClosing marks a connection that the hook has closed itself, until
+// the server reports it closed.
+const stateClosing http.ConnState = -1
+
+// setState is the ConnState callback's part: net/http's reports for the
+// connections it serves, and x/net's for those its HTTP/2 server serves
+// over a connection hijacked through Handler (StateActive and StateIdle
+// only, see servedOver).
+func (t *connTracker) setState(c net.Conn, st http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	defer t.changed()
+	if st == http.StateNew {
+		t.conns[c] = st
+		if t.coverage == noReport {
+			t.coverage = complete
+		}
+		return
+	}
+	if _, known := t.conns[c]; known {
+		if st == http.StateHijacked || st == http.StateClosed {
+			delete(t.conns, c)
+		} else {
+			t.conns[c] = st
+		}
+		return
+	}
+	if hc := t.servedOver(c); hc != nil && (st == http.StateActive || st == http.StateIdle) {
+		hc.h2cReport(st)
+		return
+	}
+	t.coverage = partial
+}
+
+// servedOver returns the connection hijacked through Handler that c is, or
+// wraps, when x/net's HTTP/2 server reports c: h2c.NewHandler hijacks the
+// connection and hands http2.Server.ServeConn either it or a wrapper that
+// first reads the bytes already buffered, and ServeConn reports states for
+// that through the BaseConfig server's ConnState. A wrapper is known by
+// its addresses: the pair of local and remote address names one open TCP
+// connection; where two hijacked connections share it (a Unix socket), it
+// names neither. t.mu is held.
+func (t *connTracker) servedOver(c net.Conn) *hijackedConn {
+	var hc *hijackedConn
+	switch v := c.(type) {
+	case *hijackedConn:
+		hc = v
+	case hijackedHalfCloser:
+		hc = v.hijackedConn
+	default:
+		if same := t.byAddr[addrKey(c)]; len(same) == 1 {
+			hc = same[0]
+		}
+	}
+	if _, ok := t.hijacked[hc]; !ok {
+		return nil
+	}
+	return hc
+}
+
+// addrKey names c by its addresses, or is "" if it has none.
+func addrKey(c net.Conn) string {
+	l, r := c.LocalAddr(), c.RemoteAddr()
+	if l == nil || r == nil {
+		return ""
+	}
+	return l.Network() + " " + l.String() + " " + r.String()
+}
+
+func (t *connTracker) hijackStarts() {
+	t.mu.Lock()
+	t.hijacking++
+	t.mu.Unlock()
+}
+
+func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
+	t.mu.Lock()
+	t.hijacking--
+	t.changed()
+	if err != nil {
+		t.mu.Unlock()
+		return c
+	}
+	hc := &hijackedConn{Conn: c, t: t, addr: addrKey(c)}
+	late := t.pastDeadline
+	if !late {
+		t.hijacked[hc] = struct{}{}
+		if hc.addr != "" {
+			t.byAddr[hc.addr] = append(t.byAddr[hc.addr], hc)
+		}
+	}
+	t.mu.Unlock()
+	if late {
+		// The hook has closed what it knew of at its deadline and is gone:
+		// nobody else would close this one.
+		closeNow(c)
+	}
+	if _, ok := c.(halfCloser); ok {
+		return hijackedHalfCloser{hc}
+	}
+	return hc
+}
+
+func (t *connTracker) hijackedClosed(c *hijackedConn) {
+	t.mu.Lock()
+	delete(t.hijacked, c)
+	if same := t.byAddr[c.addr]; len(same) > 0 {
+		for i, o := range same {
+			if o == c {
+				same = append(same[:i], same[i+1:]...)
+				break
+			}
+		}
+		if len(same) == 0 {
+			delete(t.byAddr, c.addr)
+		} else {
+			t.byAddr[c.addr] = same
+		}
+	}
+	t.changed()
+	t.mu.Unlock()
+}
+
+// changed wakes the hook, if it waits; t.mu is held.
+func (t *connTracker) changed() {
+	if t.wake != nil {
+		close(t.wake)
+		t.wake = nil
+	}
+}
+
+// h2cFlushGrace is how long after x/net reports an h2c connection idle the
+// hook waits for x/net's last write before it closes the connection, when
+// no write follows the report. x/net reports StateIdle when a stream's
+// last frame is in its buffer, and flushes it right after, on a goroutine
+// of its own: the hook closes the connection as soon as that write has
+// returned. No write follows when the buffer was already empty (a large
+// last frame is written straight through) or the client reset the stream;
+// then nothing is left to flush, and the grace only bounds the wait.
+const h2cFlushGrace = 100 * time.Millisecond
+
+// h2cReport notes x/net's report for the connection it serves over c;
+// t.mu is held.
+func (c *hijackedConn) h2cReport(st http.ConnState) {
+	c.h2c = true
+	if st == http.StateActive {
+		c.idleSince = time.Time{}
+		return
+	}
+	if c.idleSince.IsZero() {
+		c.idleSince, c.wroteAtIdle = time.Now(), c.wrote.Load()
+	}
+}
+
+// h2cIdle reports whether the hook may close c, an h2c connection x/net
+// has reported idle, now; if not yet, it returns when to look again (zero:
+// at the next change). It closes it once x/net's last write after the
+// report has returned, or after h2cFlushGrace with no write at all, never
+// during a write. t.mu is held.
+func (c *hijackedConn) h2cIdle(now time.Time) (closable bool, again time.Time) {
+	if !c.h2c || c.idleSince.IsZero() {
+		return false, time.Time{}
+	}
+	c.watched.Store(true) // a write's end wakes the hook
+	switch {
+	case c.writing.Load() > 0:
+		return false, time.Time{}
+	case c.wrote.Load() > c.wroteAtIdle || !now.Before(c.idleSince.Add(h2cFlushGrace)):
+		return true, time.Time{}
+	}
+	return false, c.idleSince.Add(h2cFlushGrace)
+}
+
+// trackers maps each server given to HTTPServer to its tracker, for
+// Handler's Hijack. The keys are weak pointers, and a cleanup deletes an
+// entry when its server is collected (a tracker does not point back to its
+// server), so a server that is never drained is not kept alive here.
+var trackers sync.Map // weak.Pointer[http.Server] -> *connTracker
