@@ -67,10 +67,11 @@ func (m *Manager) componentReturned(c *component, res result) {
 	m.mu.Lock()
 	cause := m.cause
 	m.mu.Unlock()
-	// The error of the component that started shutdown always enters the
-	// result; another's does not when it means a clean stop. errors.Is
-	// calls the user's methods: the lock is released.
-	if !starts && herr != nil && herr.outcome == failed && ignorable(res.err, cause) {
+	// The error of the component that started shutdown enters the result
+	// unless it is a clean stop from anywhere (a *SignalError); another's
+	// does not when it means a clean stop of this shutdown either.
+	// errors.Is calls the user's methods: the lock is released.
+	if herr != nil && herr.outcome == failed && (cleanStop(res.err) || !starts && ignorable(res.err, cause)) {
 		herr = nil
 	}
 	m.mu.Lock()

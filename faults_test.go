@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -114,6 +115,29 @@ func TestComponentErrorWhoseErrorMethodPanicsDoesNotCrash(t *testing.T) {
 		}
 		if !ran {
 			t.Errorf("hook db did not run")
+		}
+	})
+}
+
+// wrapError's Unwrap dereferences its receiver: a typed nil panics there.
+type wrapError struct{ err error }
+
+func (e *wrapError) Error() string { return "wrapped" }
+func (e *wrapError) Unwrap() error { return e.err }
+
+// Matching an error against the clean-stop rules (a *SignalError from any
+// Manager) walks its chain through the user's Unwrap methods, on the
+// component's or hook's own goroutine: one that panics is no match, not a
+// crash, and the error is reported as it is.
+func TestErrorWhoseUnwrapPanicsIsReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTest()
+		m.Add("db", func(context.Context) error { var err *wrapError; return err })
+		m.Go("worker", func(context.Context) error { var err *wrapError; return err })
+		err := m.Wait()
+		var he *HookError
+		if !errors.As(err, &he) || strings.Count(err.Error(), "shutdown: ") != 2 {
+			t.Errorf("Wait() = %v, want the worker's and db's HookErrors", err)
 		}
 	})
 }

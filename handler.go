@@ -21,8 +21,9 @@ import (
 // reconnects, through the load balancer or kube-proxy, to another instance.
 // Over HTTP/2 the same header makes Go's server send GOAWAY and close the
 // connection once its streams are done; the header itself is not sent.
-// Handler counts nothing: [HTTPServer] follows the server's connections
-// itself, so Handler may wrap all routes, some, or none.
+// Handler never decides when a server is drained: [HTTPServer] follows
+// the server's connections itself, so Handler may wrap all routes, some,
+// or none. With [WithAdaptiveDrain] it counts requests as evidence.
 //
 // A keep-alive connection that stays idle through the whole drain delay
 // carries no response to mark; [HTTPServer] closes it when the drain ends.
@@ -76,15 +77,16 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// No accessor for the streams' signal on the request (a context value,
 	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
 	// context.Context, to which m.Context() can be given. One way to ask.
-	stopping := m.Stopping()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f := &fullWriter{drainWriter{ResponseWriter: w, stopping: stopping, r: r}}
+		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
+		f := &fullWriter{drainWriter{ResponseWriter: w, m: m, r: r, noted: noted, at: at}}
 		h.ServeHTTP(writers[methodSet(w)](f), r)
 		// A handler that wrote nothing gets its header from the server
 		// after it returns: mark it now.
 		if !f.hijacked {
 			f.markClose()
 		}
+		f.countArrival()
 	})
 }
 
@@ -94,10 +96,12 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 // the busiest connections.
 type drainWriter struct {
 	http.ResponseWriter
-	stopping <-chan struct{}
+	m        *Manager      // its Stopping, and its evidence for WithAdaptiveDrain
 	r        *http.Request // to find the server, only if the handler hijacks
 	marked   bool          // the header has been written (or is about to be)
 	hijacked bool
+	noted    bool   // an arrival to count at the first write or return (drain.go)
+	at       uint32 // when it arrived (drain.go)
 }
 
 func (w *drainWriter) markClose() {
@@ -105,8 +109,9 @@ func (w *drainWriter) markClose() {
 		return
 	}
 	w.marked = true
+	w.countArrival()
 	select {
-	case <-w.stopping:
+	case <-w.m.stopping:
 	default:
 		return
 	}
@@ -151,6 +156,7 @@ type baseWriter interface {
 	http.ResponseWriter
 	Unwrap() http.ResponseWriter
 	FlushError() error
+	isProbe() // for ReadinessHandler (drain.go)
 }
 
 // fullWriter is a drainWriter with all six optional methods. Each calls the

@@ -154,7 +154,7 @@ func TestHandlerWriterTableMatchesItsIndex(t *testing.T) {
 	for set := range 64 {
 		want := setNames(set)
 		under := &everyMethod{ResponseRecorder: *httptest.NewRecorder(), notify: make(chan bool)}
-		w := writers[set](&fullWriter{drainWriter{ResponseWriter: under, r: r}})
+		w := writers[set](&fullWriter{drainWriter{ResponseWriter: under, m: m, r: r}})
 		if got := answers(w); got != want {
 			t.Errorf("writers[%d] has %q, want %q", set, got, want)
 		}
@@ -190,7 +190,7 @@ func TestHandlerWriterTableMatchesItsIndex(t *testing.T) {
 
 		// Through Handler: the writer it gets has the method set, and
 		// no Unwrap to a writer with more.
-		raw := writers[set](&fullWriter{drainWriter{ResponseWriter: noMethod{http.Header{}}, r: r}})
+		raw := writers[set](&fullWriter{drainWriter{ResponseWriter: noMethod{http.Header{}}, m: m, r: r}})
 		var seen string
 		m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			seen = answers(w)

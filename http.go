@@ -342,10 +342,15 @@ func connCount(n int, kind string) string {
 // themselves to stop sending to it.
 func (m *Manager) ReadinessHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answeredByReadiness(w) // a probe is no evidence for WithAdaptiveDrain
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		select {
 		case <-m.Stopping():
+			if m.handingOver() { // an upgrade's: the new process is ready
+				fmt.Fprintln(w, "ok")
+				return
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "shutting down")
 		default:

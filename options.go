@@ -28,7 +28,14 @@ type config struct {
 	notify     func(chan<- os.Signal, ...os.Signal) // signal.Notify; a seam for tests
 	exit       func(int)                            // os.Exit; a seam for tests
 	signalsSet bool
-	grace      *gracePeriodOption // the budget came from WithGracePeriod
+	grace      *gracePeriodOption   // the budget came from WithGracePeriod
+	adaptive   *adaptiveDrainOption // WithAdaptiveDrain (drain.go)
+
+	// restarts (restart.go)
+	upgradeSignal  os.Signal
+	upgradeTimeout time.Duration
+	pidFile        string
+	binary         string // the program Upgrade starts; a seam for tests
 }
 
 type signalsOption []os.Signal
@@ -153,7 +160,10 @@ type loggerOption struct{ l *slog.Logger }
 //
 // Records go to the handler in order, from a goroutine of the Manager's
 // own, never the one that keeps time: a handler that blocks delays no hook
-// and changes no outcome, and [Manager.Wait] waits for it at most 1s.
+// and changes no outcome, and [Manager.Wait] waits for it at most 1s. A
+// handler that panics (or calls runtime.Goexit, as t.FailNow does) loses
+// that record, not the process nor the records after it: the next record
+// it handles carries "dropped_records", how many were lost.
 //
 // Records use these attribute keys: "cause" (what started shutdown, or a
 // late TriggerCause's error), "budget" and "delay" (the budget and the drain
@@ -163,7 +173,9 @@ type loggerOption struct{ l *slog.Logger }
 // "skipped"), "error", "bound" (the limit a slow hook came close to),
 // "stack" (where an abandoned hook is stuck), "failed" (how many hooks
 // failed, in the last record), and "signal", "code" and a "running" group
-// per hook still running (a second signal's forced exit). A hook's start is
+// per hook still running (a second signal's forced exit); for
+// [WithAdaptiveDrain], "least", "most", "reason", "rate", "window",
+// "requests", "span" and "late_arrivals". A hook's start is
 // logged at Debug; its end at Info, at Warn when it used 80% or more of its
 // bound, and at Error when it failed.
 func WithLogger(l *slog.Logger) Option {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,11 @@ type Report struct {
 	Drain   time.Duration // how long the drain delay ran (0 when skipped)
 	Elapsed time.Duration // from the start to the result
 	Hooks   []HookReport  // one per hook and component, by start
+
+	// LateArrivals counts the requests that arrived after a drain of
+	// WithAdaptiveDrain ended and before the hooks ended: a sign that its
+	// least is too short for the load balancer. Always 0 without it.
+	LateArrivals int
 }
 
 // A HookReport is one hook's line in a [Report].
@@ -288,6 +294,7 @@ type logQueue struct {
 	mu      sync.Mutex
 	recs    []logRecord
 	running bool
+	dropped atomic.Int64 // records lost to a panicking handler, not yet reported
 }
 
 type logRecord struct {
@@ -317,25 +324,63 @@ func (m *Manager) logThen(done chan struct{}, level slog.Level, msg string, attr
 }
 
 func (q *logQueue) drain() {
-	ctx := context.Background()
+	var done chan struct{} // the done of the record in hand, if any
+	goexit := true
+	defer func() {
+		if goexit {
+			// A handler called runtime.Goexit, which ends this goroutine
+			// whatever recovers: handle counted its record as lost, and a
+			// new goroutine takes the queue over, still marked running.
+			if done != nil {
+				close(done)
+			}
+			go q.drain()
+		}
+	}()
 	for {
 		q.mu.Lock()
 		if len(q.recs) == 0 {
 			q.running = false
 			q.recs = nil
 			q.mu.Unlock()
+			goexit = false
 			return
 		}
 		rec := q.recs[0]
 		q.recs = q.recs[1:]
 		q.mu.Unlock()
-		if rec.h.Enabled(ctx, rec.r.Level) {
-			_ = rec.h.Handle(ctx, rec.r)
+		done = rec.done
+		q.handle(rec.h, rec.r)
+		if done != nil {
+			close(done)
 		}
-		if rec.done != nil {
-			close(rec.done)
-		}
+		done = nil
 	}
+}
+
+// handle gives r to h, on a goroutine of the library's own: the log
+// goroutine, or the forced exit's. A handler that panics or calls
+// runtime.Goexit loses the record, not the process (DESIGN, "What bad
+// input and faults get"): a panic is recovered, and the number of records
+// lost so goes out with the next record that h handles, as
+// "dropped_records".
+func (q *logQueue) handle(h slog.Handler, r slog.Record) {
+	var n int64 // the lost records this one carries
+	returned := false
+	defer func() {
+		if !returned { // a panic, recovered here, or runtime.Goexit, which goes on
+			recover()
+			q.dropped.Add(n + 1)
+		}
+	}()
+	ctx := context.Background()
+	if h.Enabled(ctx, r.Level) {
+		if n = q.dropped.Swap(0); n > 0 {
+			r.AddAttrs(slog.Int64("dropped_records", n)) // r is a copy no one else reads
+		}
+		_ = h.Handle(ctx, r)
+	}
+	returned = true
 }
 
 func logger(l *slog.Logger) *slog.Logger {

@@ -211,6 +211,10 @@ func (r *runner) runHook(e entry) {
 	go t.run(func() error { return e.hook(ctx) }, func(res result) {
 		// Matched here, on the hook's goroutine: errors.Is calls the
 		// user's methods, which must not hold the goroutine keeping time.
+		// A clean stop first: an error cleared so is no timeout either.
+		if !res.panic && cleanStop(res.err) {
+			res.err = nil // a signal's cause, from any Manager: a clean stop
+		}
 		res.timeout = !res.panic && ctx.Err() != nil && is(res.err, context.DeadlineExceeded)
 		// No longer running, even if abandoned already: a second signal's
 		// record lists only the hooks that are still stuck.

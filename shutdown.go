@@ -11,7 +11,8 @@
 //  1. A signal, [Manager.Trigger], or a component returning starts it;
 //     [Manager.Stopping] is closed and [Manager.ReadinessHandler] answers 503.
 //  2. For [WithDrainDelay] the service keeps serving, so load balancers
-//     stop sending new connections before listeners close.
+//     stop sending new connections before listeners close;
+//     [WithAdaptiveDrain] ends that drain once the requests have moved.
 //  3. [Manager.Context] is cancelled with the cause; components stop.
 //  4. Hooks run last added first, one at a time ([Concurrent] sets run
 //     together), each bounded by its [Timeout] and by the budget
@@ -30,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -90,6 +92,9 @@ type Manager struct {
 	running     []*task      // hooks started and not returned, for the second signal's record
 	rows        []HookReport // hooks, as they ended
 	hookErrs    []error
+
+	rs restarts  // Listen, Ready, Upgrade (restart.go)
+	ev *evidence // requests through Handler, for WithAdaptiveDrain; nil without it
 }
 
 // New returns a Manager configured by opts and installs its signal handler at
@@ -99,11 +104,12 @@ type Manager struct {
 // nil or an explicit drain delay is not shorter than the budget.
 func New(opts ...Option) *Manager {
 	cfg := config{
-		signals:   defaultSignals,
-		timeout:   DefaultTimeout,
-		forceExit: true,
-		notify:    signal.Notify,
-		exit:      os.Exit,
+		signals:        defaultSignals,
+		timeout:        DefaultTimeout,
+		forceExit:      true,
+		notify:         signal.Notify,
+		upgradeTimeout: DefaultUpgradeTimeout,
+		exit:           os.Exit,
 	}
 	for i, o := range opts {
 		if o == nil {
@@ -111,6 +117,8 @@ func New(opts ...Option) *Manager {
 		}
 		o.apply(&cfg)
 	}
+	checkUpgradeSignal(&cfg)
+	cfg.checkAdaptive()
 	if cfg.drainSet && cfg.drain >= cfg.timeout {
 		if g := cfg.grace; g != nil {
 			panic(fmt.Sprintf("shutdown: WithDrainDelay(%v) does not fit %v: its budget is %v", cfg.drain, g, cfg.timeout))
@@ -127,6 +135,7 @@ func New(opts ...Option) *Manager {
 		stopping: make(chan struct{}),
 		drainCut: make(chan struct{}),
 		done:     make(chan struct{}),
+		ev:       newEvidence(&cfg),
 	}
 	m.ctx, m.cancel = context.WithCancelCause(context.Background())
 	if len(cfg.signals) > 0 {
@@ -136,6 +145,7 @@ func New(opts ...Option) *Manager {
 	} else {
 		close(m.sigDone)
 	}
+	watchUpgradeSignal(m)
 	return m
 }
 
@@ -155,8 +165,8 @@ func (m *Manager) TriggerCause(err error) {
 	var cause, joined error = errTriggered, err
 	if err != nil {
 		cause = err
-		if se := (*SignalError)(nil); errors.As(err, &se) {
-			joined = nil // a signal is how a clean shutdown starts
+		if cleanStop(err) {
+			joined = nil // a signal or an upgrade is how a clean shutdown starts
 		}
 	}
 	if m.begin(cause, joined, nil) {
@@ -267,8 +277,12 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 // timed out, panicked or was skipped. The error of the component that
 // started shutdown by returning always enters; another component's error
 // does not when it is (by [errors.Is]) [context.Canceled],
-// [http.ErrServerClosed] or the shutdown's cause. A clean shutdown,
-// signal-triggered or not, returns nil. Wait does not start shutdown.
+// [http.ErrServerClosed] or the shutdown's cause, nor, in an upgrade's
+// shutdown, when it is [net.ErrClosed] (its listener handed over). A
+// [*SignalError], this Manager's or another's, wrapped or not, and an
+// error wrapping [ErrUpgraded] never enter, whoever returns them.
+// A clean shutdown, signal-triggered or not, returns nil. Wait does not
+// start shutdown.
 //
 // Wait returns within the budget plus a small overhead, whatever the hooks,
 // components and log handler do (see [WithTimeout]).
@@ -346,27 +360,27 @@ func (m *Manager) sequence() {
 	m.mu.Lock()
 	start, cause, skipDrain := m.start, m.cause, m.skipDrain
 	m.mu.Unlock()
-	if err := notifySystemd("STOPPING=1"); err != nil {
-		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
+	handoff := m.handingOver() // the new process of an upgrade serves: no STOPPING=1, no drain
+	if !handoff {
+		if err := notifySystemd("STOPPING=1"); err != nil {
+			m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
+		}
 	}
 	m.log(slog.LevelInfo, "shutdown: started", slog.Any("cause", cause), slog.Duration("budget", m.cfg.timeout))
 	var drained time.Duration
-	if d := m.cfg.drain; d > 0 && !skipDrain {
-		m.log(slog.LevelInfo, "shutdown: drain delay", slog.Duration("delay", d))
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-m.drainCut:
-		}
-		t.Stop()
-		drained = time.Since(start)
+	if handoff {
+		m.handoff()
+	} else {
+		drained = m.drain(start, skipDrain)
 	}
 	m.cancel(cause)
 
 	r := newRunner(m, start)
 	r.runHooks()
+	m.hooksEnded()
 	r.waitComponents()
 	r.stop()
+	m.afterStop()
 	m.finish(r, drained)
 }
 
@@ -388,13 +402,15 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 	m.err = errors.Join(errs...)
 	elapsed := time.Since(r.start)
 	m.report = newReport(text, m.cfg.timeout, drained, elapsed, rows)
+	late, lateAttrs := m.lateArrivals()
+	m.report.LateArrivals = late
 
 	flushed := make(chan struct{})
 	if m.err != nil {
-		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", slog.Duration("elapsed", elapsed),
-			slog.Int("failed", len(errs)), slog.Any("error", m.err))
+		m.logThen(flushed, slog.LevelError, "shutdown: finished with errors", append([]slog.Attr{slog.Duration("elapsed", elapsed),
+			slog.Int("failed", len(errs)), slog.Any("error", m.err)}, lateAttrs...)...)
 	} else {
-		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", slog.Duration("elapsed", elapsed))
+		m.logThen(flushed, slog.LevelInfo, "shutdown: finished", append([]slog.Attr{slog.Duration("elapsed", elapsed)}, lateAttrs...)...)
 	}
 	// Wait waits for the log handler 1s at most, and never past the budget
 	// plus 1s: a stuck handler must not hold the process.
@@ -412,7 +428,24 @@ func (m *Manager) finish(r *runner, drained time.Duration) {
 // ignorable reports whether the plain error of a component that did not
 // start the shutdown means a clean stop of a shutdown with the given cause.
 func ignorable(err, cause error) bool {
-	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause)
+	return is(err, context.Canceled) || is(err, http.ErrServerClosed) || is(err, cause) ||
+		is(cause, ErrUpgraded) && is(err, net.ErrClosed) // its listener was handed over
+}
+
+// cleanStop reports whether err, returned by a hook, a component or Run's
+// function or given to TriggerCause, means a clean stop wherever it comes
+// from, and so never enters the result (DESIGN step 8): a *SignalError
+// from any Manager, wrapped or not (a component returning
+// context.Cause of another Manager's Context), and a cause wrapping
+// ErrUpgraded. This is the one place for that rule.
+func cleanStop(err error) (clean bool) {
+	defer func() {
+		if recover() != nil {
+			clean = false // an Unwrap or As method that panics: no match
+		}
+	}()
+	se := (*SignalError)(nil)
+	return errors.As(err, &se) || errors.Is(err, ErrUpgraded)
 }
 
 // is is errors.Is, but an Is or Unwrap method that panics (on a typed nil

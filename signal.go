@@ -4,7 +4,6 @@ package shutdown
 // signals, the forced exit, and systemd's STOPPING=1.
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -74,7 +73,9 @@ func (m *Manager) laterSignal(sig os.Signal) {
 			attrs = append(attrs, slog.Group("running", slog.String(t.kind.key(), t.name),
 				slog.Duration("elapsed", now.Sub(t.start)), slog.String("stack", string(st[t]))))
 		}
-		logger(m.cfg.logger).LogAttrs(context.Background(), slog.LevelError, "shutdown: second signal; exiting at once", attrs...)
+		r := slog.NewRecord(time.Now(), slog.LevelError, "shutdown: second signal; exiting at once", 0)
+		r.AddAttrs(attrs...)
+		m.logs.handle(logger(m.cfg.logger).Handler(), r) // a panicking handler does not stop the exit
 	}()
 	t := time.NewTimer(time.Second)
 	select {
@@ -87,7 +88,9 @@ func (m *Manager) laterSignal(sig os.Signal) {
 
 // SignalError is the cause of a signal-started shutdown, as
 // [context.Cause] of [Manager.Context] returns it. It never enters the
-// result of [Manager.Wait]: a signal is how a clean shutdown starts.
+// result of [Manager.Wait], whichever Manager it comes from and whoever
+// returns it (a hook, a component, Run's function, [Manager.TriggerCause]):
+// a signal is how a clean shutdown starts.
 type SignalError struct {
 	Signal os.Signal // the first signal received
 }

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -30,6 +32,8 @@ func signalChild(mode string) int {
 	case "stuck":
 	case "budget":
 		opts = append(opts, WithTimeout(time.Second))
+	case "panicking-log", "panicking-log-stuck":
+		opts = append(opts, WithLogger(slog.New(panickingHandler{Handler: slog.NewTextHandler(io.Discard, nil)})))
 	case "stopped":
 		// 100 Managers that a failing constructor made and released: none
 		// of them may catch the SIGINT that follows.
@@ -48,7 +52,7 @@ func signalChild(mode string) int {
 	for _, name := range []string{"db", "cache", "http"} {
 		m.Add(name, func(ctx context.Context) error {
 			fmt.Println("hook", name)
-			if name == "http" && (mode == "stuck" || mode == "budget") {
+			if name == "http" && (mode == "stuck" || mode == "budget" || mode == "panicking-log-stuck") {
 				select {
 				case <-block:
 				case <-time.After(time.Hour): // keeps the runtime's deadlock check quiet
@@ -181,6 +185,33 @@ func TestRealSecondSignalExits143(t *testing.T) {
 	if strings.Contains(out, "hook cache") {
 		t.Errorf("child ran later hooks after the forced exit:\n%s", out)
 	}
+}
+
+// A log handler that panics on every record, under real signals: the
+// shutdown runs every hook and exits 0 (on 2c1f02a the process died with
+// exit 2 before the database hook ran), and a second SIGTERM still exits
+// with 143.
+func TestRealSignalWithPanickingLogHandler(t *testing.T) {
+	t.Run("clean", func(t *testing.T) {
+		t.Parallel()
+		c := startChild(t, "panicking-log")
+		c.kill(t, syscall.SIGTERM)
+		out, code := c.wait(t)
+		want := "ready\nhook http\nhook cache\nhook db\ncause: shutdown: received SIGTERM\nresult: <nil>\n"
+		if out != want || code != 0 {
+			t.Errorf("child printed %q and exited %d, want %q and 0", out, code, want)
+		}
+	})
+	t.Run("second signal", func(t *testing.T) {
+		t.Parallel()
+		c := startChild(t, "panicking-log-stuck")
+		c.kill(t, syscall.SIGTERM)
+		c.expect(t, "hook http") // the hook is now blocked
+		c.kill(t, syscall.SIGTERM)
+		if out, code := c.wait(t); code != 143 {
+			t.Errorf("exit code = %d, want 143 (128+SIGTERM); output:\n%s", code, out)
+		}
+	})
 }
 
 func TestRealStuckHookStillExits(t *testing.T) {

@@ -60,6 +60,54 @@ func BenchmarkNoopHooks(b *testing.B) {
 	}
 }
 
+// BenchmarkShutdownOnly measures the shutdown itself: from the trigger to
+// the return of wait, with n no-op hooks. Building the instance and
+// registering the hooks (fx.New and app.Start for fx) happen with the
+// timer stopped, followed by a GC, so that no library's timed part pays
+// for the garbage of its setup. ns/hook is the timed wall time per hook;
+// cpu-ns/hook the process's CPU time in the timed parts (every goroutine,
+// the GC included), which other processes on a shared machine disturb less;
+// B/hook and allocs/hook count what the timed parts allocated.
+func BenchmarkShutdownOnly(b *testing.B) {
+	for _, lib := range allLibs() {
+		for _, n := range []int{100, 10_000} {
+			b.Run(fmt.Sprintf("lib=%s/n=%d", lib.Name, n), func(b *testing.B) {
+				hooks := make([]Hook, n)
+				for i := range hooks {
+					hooks[i] = noop
+				}
+				w := Workload{Hooks: hooks, HookTimeout: 5 * time.Second}
+				var mallocs, bytes uint64
+				var cpu time.Duration
+				var before, after runtime.MemStats
+				for b.Loop() {
+					b.StopTimer()
+					trigger, wait := lib.Start(w)
+					runtime.GC()
+					runtime.ReadMemStats(&before)
+					cpu0 := cpuTime()
+					b.StartTimer()
+					trigger()
+					if err := wait(); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					cpu += cpuTime() - cpu0
+					runtime.ReadMemStats(&after)
+					mallocs += after.Mallocs - before.Mallocs
+					bytes += after.TotalAlloc - before.TotalAlloc
+					b.StartTimer()
+				}
+				per := float64(b.N) * float64(n)
+				b.ReportMetric(float64(cpu.Nanoseconds())/per, "cpu-ns/hook")
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per, "ns/hook")
+				b.ReportMetric(float64(bytes)/per, "B/hook")
+				b.ReportMetric(float64(mallocs)/per, "allocs/hook")
+			})
+		}
+	}
+}
+
 // BenchmarkFirstHook measures the time from the trigger (shutdown's Trigger,
 // the hand-rolled loop's cancel, oklog's interrupting actor, fx's
 // Shutdowner.Shutdown) to the start of the first hook, with each library

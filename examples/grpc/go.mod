@@ -2,12 +2,17 @@ module github.com/gracefulgo/shutdown/examples/grpc
 
 go 1.26.0
 
-replace github.com/gracefulgo/shutdown => ../..
+replace (
+	github.com/gracefulgo/shutdown => ../..
+	github.com/gracefulgo/shutdown/shutdowngrpc => ../../shutdowngrpc
+)
 
 require (
 	github.com/gracefulgo/shutdown v0.0.0-00010101000000-000000000000
+	github.com/gracefulgo/shutdown/shutdowngrpc v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -16,5 +21,4 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -19,7 +20,13 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" { // a child of TestSIGTERM...: the example itself
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fixture is a real grpc-go server with the health service on loopback, a
 // client connected to it, and a Watch stream (a server stream that never
@@ -57,14 +64,14 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.expect(t, healthpb.HealthCheckResponse_SERVING)
+	expect(t, f.stream, healthpb.HealthCheckResponse_SERVING)
 	return f
 }
 
-// expect receives the next status on the Watch stream.
-func (f *fixture) expect(t *testing.T, want healthpb.HealthCheckResponse_ServingStatus) {
+// expect receives the next status on a Watch stream.
+func expect(t *testing.T, watch grpc.ServerStreamingClient[healthpb.HealthCheckResponse], want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
-	got, err := f.stream.Recv()
+	got, err := watch.Recv()
 	if err != nil || got.Status != want {
 		t.Fatalf("Watch: Recv() = %v, %v; want %v", got, err, want)
 	}
@@ -89,7 +96,7 @@ func TestGracefulStopWaitsForStream(t *testing.T) {
 		f.hs.Shutdown()
 	}()
 	m.Trigger()
-	f.expect(t, healthpb.HealthCheckResponse_NOT_SERVING)
+	expect(t, f.stream, healthpb.HealthCheckResponse_NOT_SERVING)
 	<-hookStarted
 
 	// GracefulStop sends GOAWAY: the channel leaves READY, the stream stays.
@@ -101,7 +108,7 @@ func TestGracefulStopWaitsForStream(t *testing.T) {
 		}
 	}
 	f.hs.Resume()
-	f.expect(t, healthpb.HealthCheckResponse_SERVING)
+	expect(t, f.stream, healthpb.HealthCheckResponse_SERVING)
 	select {
 	case <-m.Done():
 		t.Fatal("shutdown finished with a stream in flight")

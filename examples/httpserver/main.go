@@ -5,6 +5,10 @@
 // when the drain is over, so EventSource clients resume on another
 // instance; -h2c also serves HTTP/2 without TLS. The e2e tests and
 // examples/kubernetes drive it.
+//
+// Outside Kubernetes it restarts without downtime: SIGHUP starts the
+// binary at os.Args[0] again on the same socket (or a socket from systemd),
+// and this process shuts down once the new one is Ready (docs/restarts.md).
 package main
 
 import (
@@ -12,10 +16,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/gracefulgo/shutdown"
@@ -26,9 +30,24 @@ func main() {
 	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM, with readiness failing")
 	timeout := flag.Duration("timeout", 25*time.Second, "total shutdown budget, drain delay included")
 	h2c := flag.Bool("h2c", false, "also serve HTTP/2 without TLS (prior knowledge)")
+	pidFile := flag.String("pidfile", "", "write the pid here once serving (for PIDFile= and kill -HUP)")
+	upgradeTimeout := flag.Duration("upgrade-timeout", time.Minute, "how long the new process of a SIGHUP upgrade may take to be ready")
+	drainMin := flag.Duration("drain-min", 0, "with -drain-max: an adaptive drain, at least this long (instead of -drain-delay)")
+	drainMax := flag.Duration("drain-max", 0, "with -drain-min: an adaptive drain, at most this long")
 	flag.Parse()
+	drainOpt := shutdown.WithDrainDelay(*drain)
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["drain-min"] && given["drain-max"] { // ends once requests through Handler stop
+		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	m := shutdown.New(shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain))
+	opts := []shutdown.Option{shutdown.WithTimeout(*timeout), drainOpt,
+		shutdown.WithUpgradeSignal(syscall.SIGHUP), shutdown.WithUpgradeTimeout(*upgradeTimeout)}
+	if *pidFile != "" {
+		opts = append(opts, shutdown.WithPIDFile(*pidFile))
+	}
+	m := shutdown.New(opts...)
 
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") }
@@ -57,19 +76,23 @@ func main() {
 		srv.Protocols.SetHTTP1(true)
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := m.Listen("tcp", *addr) // inherited on an upgrade or from systemd
 	if err != nil {
 		slog.Error("listen", "error", err)
 		os.Exit(1)
 	}
 	m.Add("http", shutdown.HTTPServer(srv))
-	slog.Info("listening", "addr", ln.Addr().String(), "drain_delay", *drain, "timeout", *timeout)
+	slog.Info("listening", "addr", ln.Addr().String(), "pid", os.Getpid(), "drain_delay", *drain, "timeout", *timeout)
 	m.Go("http", func(context.Context) error { return srv.Serve(ln) })
+	if err := m.Ready(); err != nil { // the old process of an upgrade shuts down now
+		slog.Error("ready", "error", err)
+	}
 	if err := m.Wait(); err != nil {
 		slog.Error("shutdown", "error", err)
+		slog.Info("exiting", "pid", os.Getpid(), "code", 1)
 		os.Exit(1)
 	}
-	slog.Info("exiting")
+	slog.Info("exiting", "pid", os.Getpid(), "code", 0)
 }
 
 // events streams server-sent events, one every 20 ms, whose ids count on

@@ -28,9 +28,17 @@ func main() {
 	grpcAddr := flag.String("grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	drain := flag.Duration("drain-delay", 5*time.Second, "time to keep serving after SIGTERM")
 	timeout := flag.Duration("timeout", 25*time.Second, "total shutdown budget, drain delay included")
+	drainMin := flag.Duration("drain-min", 0, "with -drain-max: an adaptive drain, at least this long (instead of -drain-delay)")
+	drainMax := flag.Duration("drain-max", 0, "with -drain-min: an adaptive drain, at most this long")
 	flag.Parse()
+	drainOpt := shutdown.WithDrainDelay(*drain)
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["drain-min"] && given["drain-max"] { // ends once requests through Handler stop
+		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	m := shutdown.New(shutdown.WithTimeout(*timeout), shutdown.WithDrainDelay(*drain))
+	m := shutdown.New(shutdown.WithTimeout(*timeout), drainOpt)
 
 	ws := &wsServer{stop: m.Context()}
 	mux := http.NewServeMux()
