@@ -119,7 +119,10 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 		for _, c := range l.silent {
 			closeNow(c)
 		}
-		for _, hc := range l.h2cIdle {
+		for _, hc := range l.h2cShut {
+			shutWrite(hc.Conn) // the client, then x/net, closes it (see h2cNext)
+		}
+		for _, hc := range l.h2cClose {
 			closeNow(hc.Conn) // x/net's server then closes its connection, and hc with it
 		}
 		if l.done {
@@ -167,11 +170,12 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 // look is what the hook's loop sees at one look at the connections: what
 // to close now, whether the drain is done, and if not, when to look again.
 type look struct {
-	silent  []net.Conn      // never sent a request: closed now (see HTTPServer)
-	h2cIdle []*hijackedConn // h2c connections x/net has finished with: closed now
-	done    bool
-	wake    <-chan struct{} // closed at the next change
-	again   time.Time       // look again then, if not zero
+	silent   []net.Conn      // never sent a request: closed now (see HTTPServer)
+	h2cShut  []*hijackedConn // h2c connections x/net has finished with: their writing side shut now
+	h2cClose []*hijackedConn // h2c connections shut h2cLinger ago: closed now
+	done     bool
+	wake     <-chan struct{} // closed at the next change
+	again    time.Time       // look again then, if not zero
 }
 
 // look takes one look at the connections, for drain, and arranges to be
@@ -191,10 +195,13 @@ func (t *connTracker) look(shutDone bool) look {
 		if hc.closing {
 			continue
 		}
-		switch closable, again := hc.h2cIdle(now); {
-		case closable:
+		switch step, again := hc.h2cNext(now); {
+		case step == h2cShut:
+			hc.shutAt = now
+			l.h2cShut = append(l.h2cShut, hc)
+		case step == h2cClose:
 			hc.closing = true
-			l.h2cIdle = append(l.h2cIdle, hc)
+			l.h2cClose = append(l.h2cClose, hc)
 		case !again.IsZero() && (l.again.IsZero() || again.Before(l.again)):
 			l.again = again
 		}
