@@ -41,20 +41,31 @@ import (
 // milliseconds of the last write.
 //
 // HTTP/2 without TLS through golang.org/x/net/http2/h2c
-// (h2c.NewHandler(mux, &http2.Server{}), as connect-go and grpc-gateway
-// document) hijacks the connection and serves it outside net/http, and
-// x/net offers no way to send GOAWAY on it without
-// http2.ConfigureServer. Put Handler outside h2c's handler,
-// m.Handler(h2c.NewHandler(mux, h2s)), so that the hijacked connection is
-// tracked: the hook then closes it as soon as x/net reports it idle and
-// its last write has returned, so a stream in flight finishes first (a
-// request the client sends at that moment meets a closed connection, as
-// on an idle HTTP/1.1 connection). x/net's reports of that connection's
-// states, through s.ConnState, count as no connection of the server's own.
-// Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2) serves
-// what you need, prefer it: net/http then serves h2c itself and sends
-// GOAWAY, as over TLS; http2.ConfigureServer on s also gives h2c's
-// connections a GOAWAY from Shutdown.
+// (h2c.NewHandler(mux, h2s), as connect-go and grpc-gateway document)
+// hijacks the connection and serves it outside net/http. Put Handler
+// outside h2c's handler, so that the hijacked connection is tracked, and
+// inside it too, and give h2s to http2.ConfigureServer(s, h2s):
+//
+//	s.Handler = m.Handler(h2c.NewHandler(m.Handler(mux), h2s))
+//
+// x/net then sends GOAWAY on each connection at its first response during
+// the drain (Handler's "Connection: close") and on every one at Shutdown,
+// and Go's client retries elsewhere the requests a GOAWAY turns away. The
+// hook waits until x/net reports the connection idle and its last write
+// has returned, then shuts the connection's writing side: the client
+// reads every byte of every response, then the end, and closes the
+// connection, and x/net its own side; the hook closes it half a second
+// after the end if the client has not. Without ConfigureServer, a
+// connection that carries no request during the drain gets no GOAWAY.
+// With Handler outside only, none does (the requests x/net serves never
+// pass through Handler, and Shutdown reaches x/net only through
+// ConfigureServer): responses still arrive whole, but a request the client
+// sends as the hook ends its connection fails without a response (Go's
+// client does not retry it). x/net's reports of such a connection's
+// states, through s.ConnState, count as no connection of the server's
+// own. Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2)
+// serves what you need, prefer it: net/http then serves h2c itself and
+// sends GOAWAY, as over TLS.
 //
 // If the hook's context ends first, it calls Close, which cuts the
 // requests still running (their contexts are cancelled), closes the
