@@ -109,8 +109,9 @@ func newManager() *shutdown.Manager {
 
 // TestH2CIdleConnectionDoesNotHoldHook checks x/net's h2c under Handler
 // with an h2c connection idle when shutdown starts: x/net sends no GOAWAY
-// without http2.ConfigureServer, and the hook closes the connection rather
-// than wait for it to its deadline.
+// without http2.ConfigureServer, and the hook ends the connection (shuts
+// its writing side, and Go's client closes it) rather than wait for it to
+// its deadline.
 func TestH2CIdleConnectionDoesNotHoldHook(t *testing.T) {
 	m := newManager()
 	addr, hook, hookErr := h2cServer(t, m, h2cMux(nil, nil))
