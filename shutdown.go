@@ -374,15 +374,38 @@ func ignorable(err, cause error) bool {
 // from, and so never enters the result (DESIGN step 8): a *SignalError
 // from any Manager, wrapped or not (a component returning
 // context.Cause of another Manager's Context), and a cause wrapping
-// ErrUpgraded. This is the one place for that rule.
+// ErrUpgraded. A joined error is a clean stop only when each error in it
+// is one: a hook that returns errors.Join(err, context.Cause(ctx)) still
+// reports err. This is the one place for that rule.
 func cleanStop(err error) (clean bool) {
 	defer func() {
 		if recover() != nil {
-			clean = false // an Unwrap or As method that panics: no match
+			clean = false // an Unwrap or Is method that panics: no match
 		}
 	}()
-	se := (*SignalError)(nil)
-	return errors.As(err, &se) || errors.Is(err, ErrUpgraded)
+	for err != nil {
+		if _, ok := err.(*SignalError); ok || err == ErrUpgraded {
+			return true
+		}
+		if x, ok := err.(interface{ Is(error) bool }); ok && x.Is(ErrUpgraded) {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			for _, e := range errs {
+				if !cleanStop(e) {
+					return false
+				}
+			}
+			return len(errs) > 0
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // is is errors.Is, but an Is or Unwrap method that panics (on a typed nil
