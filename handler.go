@@ -219,7 +219,7 @@ func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	ended := false
 	defer func() {
 		if !ended {
-			t.hijackEnds(nil, errors.ErrUnsupported)
+			t.hijackEnds(nil, errors.ErrUnsupported, false)
 		}
 	}()
 	c, rw, err := rc.Hijack()
@@ -227,7 +227,7 @@ func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err == nil {
 		w.hijacked = true
 	}
-	return t.hijackEnds(c, err), rw, err
+	return t.hijackEnds(c, err, upgradesToH2C(w.r)), rw, err
 }
 
 // The six optional interfaces, as bits of a method set: the index of the
@@ -332,6 +332,11 @@ type hijackedConn struct {
 	idleSince   time.Time // when it went idle; zero while a stream is open
 	wroteAtIdle uint64    // wrote then
 	closing     bool      // the hook has closed it and waits for x/net's Close
+	// falseIdle: hijacked by an "Upgrade: h2c" request, which x/net serves
+	// as the connection's stream 1. x/net reports the connection idle once
+	// as it reads the client's preface, while that stream still runs: the
+	// report is not taken for idle.
+	falseIdle bool
 }
 
 // Write writes to the connection, counted.

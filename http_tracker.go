@@ -7,6 +7,7 @@ package shutdown
 import (
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -132,7 +133,10 @@ func (t *connTracker) hijackStarts() {
 	t.mu.Unlock()
 }
 
-func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
+// hijackEnds ends a Hijack through Handler that hijackStarts counted: on
+// success it tracks c and returns it wrapped. h2cUpgrade says the request
+// asked for "Upgrade: h2c" (see hijackedConn.falseIdle).
+func (t *connTracker) hijackEnds(c net.Conn, err error, h2cUpgrade bool) net.Conn {
 	t.mu.Lock()
 	t.hijacking--
 	t.changed()
@@ -140,7 +144,7 @@ func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 		t.mu.Unlock()
 		return c
 	}
-	hc := &hijackedConn{Conn: c, t: t, addr: addrKey(c)}
+	hc := &hijackedConn{Conn: c, t: t, addr: addrKey(c), falseIdle: h2cUpgrade}
 	late := t.pastDeadline
 	if !late {
 		t.hijacked[hc] = struct{}{}
@@ -206,9 +210,26 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 		c.idleSince = time.Time{}
 		return
 	}
+	if c.falseIdle {
+		c.falseIdle = false
+		return
+	}
 	if c.idleSince.IsZero() {
 		c.idleSince, c.wroteAtIdle = time.Now(), c.wrote.Load()
 	}
+}
+
+// upgradesToH2C reports whether r asks for "Upgrade: h2c" (RFC 7540
+// section 3.2), the way x/net's h2c.NewHandler tells such a request.
+func upgradesToH2C(r *http.Request) bool {
+	for _, v := range r.Header["Upgrade"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // h2cIdle reports whether the hook may close c, an h2c connection x/net

@@ -191,3 +191,82 @@ func TestH2CLeavesTrackerTrustingBesideHTTP1(t *testing.T) {
 		t.Errorf("Wait() = %v, hook returned %v after the response; want nil within 50ms", err, after)
 	}
 }
+
+// h2cUpgrade opens a connection to addr and asks for path over HTTP/1.1
+// with "Upgrade: h2c", as curl --http2 does: the request becomes the h2c
+// connection's stream 1. It returns a framer over the upgraded connection,
+// with the server's 101 read and the flow-control windows opened wide.
+func h2cUpgrade(t *testing.T, addr, path string) *http2.Framer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // a hang guard
+	// HTTP2-Settings: SETTINGS_ENABLE_PUSH = 0, base64url.
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nConnection: Upgrade, HTTP2-Settings\r\n" +
+		"Upgrade: h2c\r\nHTTP2-Settings: AAIAAAAA\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade to h2c: %v, %v", resp, err)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, br)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []uint32{0, 1} {
+		if err := fr.WriteWindowUpdate(stream, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fr
+}
+
+// TestH2CUpgradedStreamInFlightFinishes checks an h2c connection made with
+// "Upgrade: h2c" (curl --http2) whose first request, stream 1, is in
+// flight when shutdown starts: x/net reports the connection idle once it
+// has read the client's preface, while stream 1 still runs, and the hook
+// must not take that for the end of the stream: the client reads every
+// byte.
+func TestH2CUpgradedStreamInFlightFinishes(t *testing.T) {
+	m := newManager()
+	addr, _, hookErr := h2cServer(t, m, h2cMux(nil, nil))
+	fr := h2cUpgrade(t, addr, "/stream")
+	n, triggered := 0, false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Errorf("stream 1 in flight: read %d of %d bytes, then %v", n, streamChunks*chunkSize, err)
+			break
+		}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			fr.WriteSettingsAck()
+		}
+		d, ok := f.(*http2.DataFrame)
+		if !ok || d.StreamID != 1 {
+			continue
+		}
+		n += len(d.Data())
+		if !triggered { // the stream has begun
+			m.Trigger()
+			triggered = true
+		}
+		if d.StreamEnded() {
+			break
+		}
+	}
+	if n != streamChunks*chunkSize {
+		t.Errorf("stream 1 in flight: read %d of %d bytes", n, streamChunks*chunkSize)
+	}
+	if err := m.Wait(); err != nil {
+		t.Errorf("Wait() = %v (hook: %v); want nil", err, *hookErr)
+	}
+}
