@@ -98,8 +98,9 @@ func (t *connTracker) setState(c net.Conn, st http.ConnState) {
 // first reads the bytes already buffered, and ServeConn reports states for
 // that through the BaseConfig server's ConnState. A wrapper is known by
 // its addresses: the pair of local and remote address names one open TCP
-// connection; where two hijacked connections share it (a Unix socket), it
-// names neither. t.mu is held.
+// connection. On a Unix socket every connection has the same names, but
+// each its own *net.UnixAddr, which a wrapper returns as it is. t.mu is
+// held.
 func (t *connTracker) servedOver(c net.Conn) *hijackedConn {
 	var hc *hijackedConn
 	switch v := c.(type) {
@@ -108,8 +109,16 @@ func (t *connTracker) servedOver(c net.Conn) *hijackedConn {
 	case hijackedHalfCloser:
 		hc = v.hijackedConn
 	default:
-		if same := t.byAddr[addrKey(c)]; len(same) == 1 {
+		same := t.byAddr[addrKey(c)]
+		switch ua, unix := c.RemoteAddr().(*net.UnixAddr); {
+		case len(same) == 1:
 			hc = same[0]
+		case unix:
+			for _, o := range same {
+				if o.RemoteAddr() == net.Addr(ua) {
+					hc = o
+				}
+			}
 		}
 	}
 	if _, ok := t.hijacked[hc]; !ok {

@@ -270,3 +270,54 @@ func TestH2CUpgradedStreamInFlightFinishes(t *testing.T) {
 		t.Errorf("Wait() = %v (hook: %v); want nil", err, *hookErr)
 	}
 }
+
+// TestH2CConnectionsOnUnixSocketDoNotHoldHook checks two idle h2c
+// connections on a Unix socket (a sidecar proxy's wiring): their names
+// (the socket's path, and an empty peer) are alike, yet x/net's reports
+// about each must reach the connection it serves, so that the hook closes
+// both once idle rather than wait for its deadline.
+func TestH2CConnectionsOnUnixSocketDoNotHoldHook(t *testing.T) {
+	m := newManager()
+	srv := &http.Server{Handler: m.Handler(h2c.NewHandler(h2cMux(nil, nil), &http2.Server{}))}
+	drain := shutdown.HTTPServer(srv)
+	var hookTook time.Duration
+	m.Add("http", func(ctx context.Context) error {
+		start := time.Now()
+		err := drain(ctx)
+		hookTook = time.Since(start)
+		return err
+	}, shutdown.Timeout(5*time.Second))
+	sock := t.TempDir() + "/h2c.sock"
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	defer func() {
+		srv.Close()
+		<-served
+	}()
+	for range 2 { // two clients, a connection each
+		tr := &http.Transport{
+			Protocols: new(http.Protocols),
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			},
+		}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		defer tr.CloseIdleConnections()
+		if got := h2cGet(t, &http.Client{Transport: tr, Timeout: 30 * time.Second}, "http://h2c/"); got != "ok" {
+			t.Fatalf("GET / = %q", got)
+		}
+	}
+	m.Trigger()
+	err = m.Wait()
+	t.Logf("x/net h2c, two idle connections on a Unix socket: hook took %v", hookTook.Round(time.Microsecond))
+	if err != nil || hookTook > 200*time.Millisecond {
+		t.Errorf("Wait() = %v with the hook taking %v; want nil within 200ms", err, hookTook)
+	}
+}
