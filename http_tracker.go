@@ -173,6 +173,19 @@ func (t *connTracker) hijackEnds(c net.Conn, err error, h2cUpgrade bool) net.Con
 	return hc
 }
 
+// upgradesToH2C reports whether r asks for "Upgrade: h2c" (RFC 7540
+// section 3.2), the way x/net's h2c.NewHandler tells such a request.
+func upgradesToH2C(r *http.Request) bool {
+	for _, v := range r.Header["Upgrade"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (t *connTracker) hijackedClosed(c *hijackedConn) {
 	t.mu.Lock()
 	delete(t.hijacked, c)
@@ -226,19 +239,6 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 	if c.idleSince.IsZero() {
 		c.idleSince, c.wroteAtIdle = time.Now(), c.wrote.Load()
 	}
-}
-
-// upgradesToH2C reports whether r asks for "Upgrade: h2c" (RFC 7540
-// section 3.2), the way x/net's h2c.NewHandler tells such a request.
-func upgradesToH2C(r *http.Request) bool {
-	for _, v := range r.Header["Upgrade"] {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // h2cIdle reports whether the hook may close c, an h2c connection x/net
