@@ -144,10 +144,16 @@ func (w *drainWriter) Write(p []byte) (int, error) {
 // FlushError is what http.ResponseController.Flush calls first. Every
 // writer Handler hands out has it, so that a flush through the controller
 // marks the header too rather than reach the server's writer through
-// Unwrap; it returns the server's error where that cannot flush.
+// Unwrap; it returns the server's error where that cannot flush. Such a
+// flush writes no header, so the next write marks it again.
 func (w *drainWriter) FlushError() error {
+	was := w.marked
 	w.markClose()
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	if !was && errors.Is(err, http.ErrNotSupported) {
+		w.marked = false
+	}
+	return err
 }
 
 // baseWriter is what every writer Handler hands out has: drainWriter's
