@@ -69,7 +69,7 @@ const stateClosing http.ConnState = -1
 func (t *connTracker) setState(c net.Conn, st http.ConnState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	defer t.changed()
+	defer t.changed() // deferred last, so it runs first: under t.mu
 	if st == http.StateNew {
 		t.conns[c] = st
 		if t.coverage == noReport {
