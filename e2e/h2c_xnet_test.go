@@ -25,6 +25,16 @@ import (
 // address and where the hook's start and end are noted.
 func h2cServer(t *testing.T, m *shutdown.Manager, mux http.Handler) (addr string, hook *[2]time.Time, hookErr *error) {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h2cServerOn(t, m, mux, ln)
+}
+
+// h2cServerOn is h2cServer on ln.
+func h2cServerOn(t *testing.T, m *shutdown.Manager, mux http.Handler, ln net.Listener) (addr string, hook *[2]time.Time, hookErr *error) {
+	t.Helper()
 	srv := &http.Server{Handler: m.Handler(h2c.NewHandler(mux, &http2.Server{}))}
 	drain := shutdown.HTTPServer(srv)
 	hook, hookErr = new([2]time.Time), new(error)
@@ -34,10 +44,6 @@ func h2cServer(t *testing.T, m *shutdown.Manager, mux http.Handler) (addr string
 		hook[1], *hookErr = time.Now(), err
 		return err
 	}, shutdown.Timeout(5*time.Second))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
