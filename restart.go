@@ -259,7 +259,8 @@ func writePIDFile(path string) error {
 // The binary is os.Args[0] resolved now (in $PATH when it has no slash,
 // else relative to the working directory at the start), so a replaced
 // binary or a switched symlink is the one started; it gets the same
-// arguments, this process's environment, stdin, stdout and stderr, the
+// arguments and starting directory, this process's environment, stdin,
+// stdout and stderr, the
 // sockets from this Manager's Listen that are still open, and a pipe to
 // report Ready through. It starts in a process group of its own, so that a
 // failure can kill it with its children, and rejoins this process's group

@@ -367,7 +367,10 @@ func startNew(m *Manager, ls []*listener, path string, timeout time.Duration) (i
 		files = append(files, uintptr(fd))
 	}
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, upgradeEnv+"=") })
-	pid, err := syscall.ForkExec(path, os.Args, &syscall.ProcAttr{
+	// In the directory this process started in, so that a relative
+	// os.Args[0] or argument means in the new process what it meant here,
+	// and the new process's own Upgrade resolves its os.Args[0] there too.
+	pid, err := syscall.ForkExec(path, os.Args, &syscall.ProcAttr{Dir: startDir,
 		Env: append(env, upgradeEnv+"="+string(st)), Files: files, Sys: &syscall.SysProcAttr{Setpgid: true}})
 	w.Close()
 	for _, fd := range fds {
