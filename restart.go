@@ -53,8 +53,14 @@ type restarts struct {
 type listener struct {
 	network, addr string
 	l             net.Listener
-	systemd       bool   // systemd passed it: its file is systemd's
-	path          string // a Unix socket's file, "" for TCP
+	origin
+	path string // a Unix socket's file, "" for TCP
+}
+
+// origin says who passed an inherited socket.
+type origin struct {
+	systemd bool // systemd: its file is systemd's
+	old     bool // the old process of an upgrade
 }
 
 type upgradeSignalOption struct{ sig os.Signal }
@@ -162,12 +168,12 @@ func (m *Manager) Listen(network, addr string) (net.Listener, error) {
 	}
 	inherit(m)
 	rec := &listener{network: network, addr: addr}
-	l, systemd, err := claim(network, addr)
+	l, from, err := claim(network, addr)
 	if err != nil {
 		return nil, err
 	}
 	if l != nil {
-		rec.systemd = systemd
+		rec.origin = from
 	} else if l, err = net.Listen(network, addr); err != nil {
 		return nil, fmt.Errorf("shutdown: Listen: %w", err)
 	} else if err := storeFD(fdName(network, addr), l); err != nil {
@@ -341,7 +347,8 @@ func (m *Manager) handoff() {
 
 // afterStop removes, at the end of a shutdown that is not an upgrade, the
 // files of the Unix sockets that systemd did not pass and the PID file if
-// it names this process.
+// it names this process. A new process that stops before its Ready leaves
+// the files of the sockets the old process passed: that one still serves.
 func (m *Manager) afterStop() {
 	if m.handingOver() {
 		return
@@ -349,8 +356,9 @@ func (m *Manager) afterStop() {
 	m.rs.mu.Lock()
 	ls := m.rs.listeners
 	m.rs.mu.Unlock()
+	oldServes := oldServes()
 	for _, l := range ls {
-		if l.path != "" && !l.systemd && !strings.HasPrefix(l.path, "@") {
+		if l.path != "" && !l.systemd && !(l.old && oldServes) && !strings.HasPrefix(l.path, "@") {
 			os.Remove(l.path)
 		}
 	}

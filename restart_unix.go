@@ -135,8 +135,8 @@ func listeningStream(fd int) bool {
 }
 
 // claim returns the inherited socket that matches network and addr, if
-// any, and whether systemd passed it.
-func claim(network, addr string) (net.Listener, bool, error) {
+// any, and who passed it.
+func claim(network, addr string) (net.Listener, origin, error) {
 	inherited.mu.Lock()
 	defer inherited.mu.Unlock()
 	for _, s := range inherited.socks {
@@ -145,13 +145,21 @@ func claim(network, addr string) (net.Listener, bool, error) {
 		}
 		l, err := net.FileListener(s.file)
 		if err != nil {
-			return nil, false, fmt.Errorf("shutdown: Listen: inherited %s: %w", s.file.Name(), err)
+			return nil, origin{}, fmt.Errorf("shutdown: Listen: inherited %s: %w", s.file.Name(), err)
 		}
 		s.file.Close() // FileListener holds a copy
 		s.claimed = true
-		return l, s.systemd, nil
+		return l, origin{systemd: s.systemd, old: s.network != ""}, nil
 	}
-	return nil, false, nil
+	return nil, origin{}, nil
+}
+
+// oldServes reports whether this is the new process of an upgrade that
+// has not told the old one it is Ready: the old one still serves.
+func oldServes() bool {
+	inherited.mu.Lock()
+	defer inherited.mu.Unlock()
+	return inherited.ready != nil
 }
 
 // matches reports whether Listen(network, addr) is this socket: by the

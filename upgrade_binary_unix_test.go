@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -44,5 +45,32 @@ func TestUpgradeWithRelativeArgs0AfterChdirChains(t *testing.T) {
 	}
 	if got := servingPid(t, addr); got != pid {
 		t.Errorf("pid %d serves, want the third generation %d", got, pid)
+	}
+}
+
+// A new process whose start fails after Listen, with a shutdown of its
+// own before Ready, leaves the Unix socket's file to the old process,
+// which still serves on it; the next upgrade succeeds.
+func TestFailedNewProcessKeepsOldProcessUnixSocketFile(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=upgrade", netEnv+"=unix "+sock)
+	c := startGeneration(t, cmd)
+	old, _ := c.ready(t)
+	c.command(t, "upgrade stop")
+	if got, want := c.next(t, "upgrade "), "exited before Ready: exit status 3"; !strings.Contains(got, want) {
+		t.Errorf("Upgrade: %q, want an error with %q", got, want)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("after the failed upgrade: %v; want the old process's socket file kept", err)
+	}
+	if got := servedBy(t, dialUnix(t, sock)); got != old {
+		t.Errorf("after the failed upgrade pid %d serves, want the old %d", got, old)
+	}
+	c.command(t, "upgrade ok")
+	newPid, _ := c.ready(t)
+	if got := c.next(t, "exit "); got != exitLine(old, newPid) {
+		t.Errorf("old process after the next upgrade: %q", got)
 	}
 }

@@ -36,7 +36,7 @@ func init() {
 
 // Variables that steer upgradeChild; the new process inherits them.
 const (
-	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, hang
+	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, stop, hang
 	netEnv = "SHUTDOWN_TEST_NET" // Listen's network and address, "tcp 127.0.0.1:0"
 	// NOTIFY_SOCKET, which TestMain unsets; the child sets it back.
 	notifyEnv = "SHUTDOWN_TEST_NOTIFY"
@@ -75,6 +75,10 @@ func upgradeChild() int {
 			return 3
 		case "panic":
 			panic("new process panics after Listen")
+		case "stop": // its start fails: a shutdown before Ready
+			m.Trigger()
+			m.Wait()
+			return 3
 		case "hang":
 			fmt.Println("hanging", os.Getpid())
 			time.Sleep(time.Hour) // killed by the old process
