@@ -8,45 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
-
-// A service started as ./name from its directory, which then changes its
-// working directory, upgrades twice: each new process starts in the
-// directory the first one started in, so its relative os.Args[0] (and
-// any relative argument) means what it meant at the start.
-func TestUpgradeWithRelativeArgs0AfterChdirChains(t *testing.T) {
-	t.Parallel()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, elsewhere := t.TempDir(), t.TempDir()
-	if err := os.Symlink(exe, filepath.Join(dir, "service")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(dir, "service"), "-test.run=^$")
-	cmd.Args[0] = "./service"
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), childEnv+"=upgrade", netEnv+"=tcp 127.0.0.1:0", chdirEnv+"="+elsewhere)
-	c := startGeneration(t, cmd)
-	pid, addr := c.ready(t)
-	pids := []int{pid}
-	for range 2 {
-		syscall.Kill(pid, syscall.SIGHUP)
-		pid, _ = c.ready(t)
-		pids = append(pids, pid)
-	}
-	for i, p := range pids[:2] {
-		if got, want := c.next(t, fmt.Sprintf("exit %d:", p)), exitLine(p, pids[i+1]); got != want {
-			t.Errorf("generation %d: %q, want %q", i, got, want)
-		}
-	}
-	if got := servingPid(t, addr); got != pid {
-		t.Errorf("pid %d serves, want the third generation %d", got, pid)
-	}
-}
 
 // A new process whose start fails after Listen, with a shutdown of its
 // own before Ready, leaves the Unix socket's file to the old process,
@@ -70,6 +33,26 @@ func TestFailedNewProcessKeepsOldProcessUnixSocketFile(t *testing.T) {
 	}
 	c.command(t, "upgrade ok")
 	newPid, _ := c.ready(t)
+	if got := c.next(t, "exit "); got != exitLine(old, newPid) {
+		t.Errorf("old process after the next upgrade: %q", got)
+	}
+}
+
+// A new process whose start fails after Listen, with a shutdown of its
+// own before Ready, tells systemd nothing: the service is not stopping,
+// the old process serves on, and it alone speaks for the service.
+func TestFailedNewProcessSendsNoStopping(t *testing.T) {
+	t.Parallel()
+	notify := newFakeSystemd(t)
+	c, old, _ := startUpgradeChild(t, notifyEnv+"="+notify.path)
+	notify.expect(t, "READY=1")
+	c.command(t, "upgrade stop")
+	if got, want := c.next(t, "upgrade "), "exited before Ready: exit status 3"; !strings.Contains(got, want) {
+		t.Errorf("Upgrade: %q, want an error with %q", got, want)
+	}
+	c.command(t, "upgrade ok")
+	newPid, _ := c.ready(t)
+	notify.expect(t, fmt.Sprintf("MAINPID=%d\nREADY=1", newPid))
 	if got := c.next(t, "exit "); got != exitLine(old, newPid) {
 		t.Errorf("old process after the next upgrade: %q", got)
 	}
