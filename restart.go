@@ -281,7 +281,9 @@ func writePIDFile(path string) error {
 // at a time: a call during another returns an error at once, as does a
 // call once shutdown has started. A shutdown that starts during an
 // Upgrade, or [Manager.Release], kills the new process unless its Ready
-// has arrived already. Outside unix, Upgrade returns an error.
+// has arrived already. Outside unix, Upgrade returns an error. Every
+// result, success or error, is also logged (that is all a signal's sender
+// gets).
 func (m *Manager) Upgrade() error {
 	m.mu.Lock()
 	st := m.state
@@ -289,14 +291,14 @@ func (m *Manager) Upgrade() error {
 	switch st {
 	case idle:
 	case released:
-		return errors.New("shutdown: Upgrade: the Manager was released")
+		return m.upgradeRefused("the Manager was released")
 	default:
-		return errors.New("shutdown: Upgrade: shutdown started already")
+		return m.upgradeRefused("shutdown started already")
 	}
 	m.rs.mu.Lock()
 	if m.rs.upgrading {
 		m.rs.mu.Unlock()
-		return errors.New("shutdown: Upgrade: another upgrade is running")
+		return m.upgradeRefused("another upgrade is running")
 	}
 	m.rs.upgrading = true
 	ls := slices.Clone(m.rs.listeners)
@@ -319,6 +321,14 @@ func (m *Manager) Upgrade() error {
 	m.log(slog.LevelInfo, "shutdown: upgraded", slog.Int("pid", pid))
 	m.begin(&upgradedError{pid}, nil, nil)
 	return nil
+}
+
+// upgradeRefused logs and returns Upgrade's error for a call it refuses
+// without starting anything, why saying why.
+func (m *Manager) upgradeRefused(why string) error {
+	err := errors.New("shutdown: Upgrade: " + why)
+	m.log(slog.LevelWarn, "shutdown: upgrade refused", slog.String("error", err.Error()))
+	return err
 }
 
 // handingOver reports whether the shutdown is an upgrade's: a new process
@@ -393,9 +403,7 @@ func watchUpgradeSignal(m *Manager) {
 			default:
 			}
 			m.log(slog.LevelInfo, "shutdown: upgrade signal", slog.String("signal", signalName(sig)))
-			if err := m.Upgrade(); err != nil {
-				continue // Upgrade logged it
-			}
+			m.Upgrade() // it logs its result
 		}
 	}()
 }
