@@ -266,13 +266,12 @@ func writePIDFile(path string) error {
 // else relative to the working directory at the start), so a replaced
 // binary or a switched symlink is the one started; it gets the same
 // arguments and starting directory, this process's environment, stdin,
-// stdout and stderr, the
-// sockets from this Manager's Listen that are still open, and a pipe to
-// report Ready through. It starts in a process group of its own, so that a
-// failure can kill it with its children, and rejoins this process's group
-// once Ready (where setpgid allows it: under a terminal with job control
-// it stays in its own group until then, and a read from the terminal stops
-// it).
+// stdout and stderr, the sockets from this Manager's Listen that are still
+// open, and a pipe to report Ready through. It starts in a process group
+// of its own, so that a failure can kill it with its children, and
+// rejoins this process's group once Ready (where setpgid allows it: under
+// a terminal with job control it stays in its own group until then, and a
+// read from the terminal stops it).
 //
 // If the new binary cannot start, exits or crashes before Ready, or is not
 // Ready within [WithUpgradeTimeout] (then killed with its process group),
