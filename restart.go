@@ -215,7 +215,10 @@ func fdName(network, addr string) string {
 // the system allows, so a terminal's Ctrl-C reaches it. It does not change
 // [Manager.ReadinessHandler]. It is idempotent: later calls return the
 // first one's result. A PID file that cannot be written is in the error,
-// and the rest is done all the same.
+// and the rest is done all the same. Once shutdown has started (or after
+// [Manager.Release]), Ready only closes the unclaimed sockets and returns
+// an error: the old process of an upgrade then goes on serving, and its
+// Upgrade fails when this process exits.
 //
 // Call Ready as soon as the servers serve: a new process that crashes
 // before Ready loses the connections it had accepted, and the old process
@@ -229,6 +232,17 @@ func (m *Manager) Ready() error {
 	m.rs.ready = true
 	inherit(m)
 	dropUnclaimed(m)
+	m.mu.Lock()
+	st := m.state
+	m.mu.Unlock()
+	if st != idle { // not serving: an old process must not hand over to this one
+		abandonReady()
+		m.rs.readyErr = errors.New("shutdown: Ready: shutdown started already")
+		if st == released {
+			m.rs.readyErr = errors.New("shutdown: Ready: the Manager was released")
+		}
+		return m.rs.readyErr
+	}
 	var pidErr error
 	if p := m.cfg.pidFile; p != "" {
 		pidErr = writePIDFile(p) // the service serves all the same: tell the old process

@@ -14,6 +14,7 @@ import (
 func inherit(*Manager)                                   {}
 func claim(string, string) (net.Listener, origin, error) { return nil, origin{}, nil }
 func oldServes() bool                                    { return false }
+func abandonReady()                                      {}
 func dropUnclaimed(*Manager)                             {}
 func storeFD(string, net.Listener) error                 { return nil }
 func tellReady(*Manager) error                           { return nil }

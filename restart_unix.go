@@ -61,7 +61,10 @@ var inherited struct {
 	socks []*inheritedSock
 	ready *os.File // the pipe to the old process; nil when not upgraded
 	pgid  int
-	done  bool // Ready closed the unclaimed sockets
+	// oldServes: this is the new process of an upgrade, and the old one
+	// has not been told it is Ready, so it still serves.
+	oldServes bool
+	done      bool // Ready closed the unclaimed sockets
 }
 
 // inherit reads the inherited sockets once per process; m logs what it
@@ -88,6 +91,7 @@ func inheritUpgrade(v string) error {
 	syscall.CloseOnExec(st.Ready)
 	inherited.ready = os.NewFile(uintptr(st.Ready), "upgrade-ready")
 	inherited.pgid = st.PGID
+	inherited.oldServes = true
 	for _, s := range st.Listeners {
 		syscall.CloseOnExec(s.FD)
 		inherited.socks = append(inherited.socks, &inheritedSock{
@@ -159,7 +163,19 @@ func claim(network, addr string) (net.Listener, origin, error) {
 func oldServes() bool {
 	inherited.mu.Lock()
 	defer inherited.mu.Unlock()
-	return inherited.ready != nil
+	return inherited.oldServes
+}
+
+// abandonReady closes, in the new process of an upgrade that will never
+// be Ready, the pipe to the old process, which goes on serving.
+func abandonReady() {
+	inherited.mu.Lock()
+	f := inherited.ready
+	inherited.ready = nil
+	inherited.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
 }
 
 // matches reports whether Listen(network, addr) is this socket: by the
@@ -232,6 +248,9 @@ func tellReady(m *Manager) error {
 	inherited.mu.Lock()
 	f, pgid := inherited.ready, inherited.pgid
 	inherited.ready = nil
+	if f != nil {
+		inherited.oldServes = false // told below, or tried
+	}
 	inherited.mu.Unlock()
 	if f == nil {
 		return notifySystemd("READY=1")

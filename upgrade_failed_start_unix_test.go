@@ -57,3 +57,22 @@ func TestFailedNewProcessSendsNoStopping(t *testing.T) {
 		t.Errorf("old process after the next upgrade: %q", got)
 	}
 }
+
+// A new process whose shutdown started before it called Ready (a
+// component that failed at once) does not tell the old process it is
+// Ready: the old one would hand over to a process that is going away, and
+// nothing would serve. Upgrade fails, and the old process serves on.
+func TestNewProcessReadyAfterItsShutdownStartedKeepsOldServing(t *testing.T) {
+	t.Parallel()
+	c, old, addr := startUpgradeChild(t)
+	c.command(t, "upgrade stopready")
+	if got, want := c.next(t, "late ready: "), "late ready: shutdown: Ready: shutdown started already"; got != want {
+		t.Errorf("the new process's Ready: %q, want %q", got, want)
+	}
+	if got, want := c.next(t, "upgrade "), "exited before Ready: exit status 3"; !strings.Contains(got, want) {
+		t.Errorf("Upgrade: %q, want an error with %q", got, want)
+	}
+	if got := servingPid(t, addr); got != old {
+		t.Errorf("after the failed upgrade pid %d serves, want the old %d", got, old)
+	}
+}

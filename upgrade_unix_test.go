@@ -36,7 +36,7 @@ func init() {
 
 // Variables that steer upgradeChild; the new process inherits them.
 const (
-	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, stop, hang
+	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, stop, stopready, hang
 	netEnv = "SHUTDOWN_TEST_NET" // Listen's network and address, "tcp 127.0.0.1:0"
 	// NOTIFY_SOCKET, which TestMain unsets; the child sets it back.
 	notifyEnv = "SHUTDOWN_TEST_NOTIFY"
@@ -77,6 +77,11 @@ func upgradeChild() int {
 			panic("new process panics after Listen")
 		case "stop": // its start fails: a shutdown before Ready
 			m.Trigger()
+			m.Wait()
+			return 3
+		case "stopready": // a component fails at once; main calls Ready all the same
+			m.Trigger()
+			fmt.Println("late ready:", m.Ready())
 			m.Wait()
 			return 3
 		case "hang":
