@@ -229,7 +229,7 @@ func dropUnclaimed(m *Manager) {
 		}
 		s.file.Close()
 		s.claimed = true
-		if s.systemd && fdStore() {
+		if s.systemd && s.name != "" && fdStore() { // an upgrade passes no name
 			if err := notifySystemd("FDSTOREREMOVE=1\nFDNAME=" + s.name); err != nil {
 				m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 			}
