@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,6 +185,9 @@ func (m *Manager) Listen(network, addr string) (net.Listener, error) {
 		// Close must not unlink it. A final stop removes it (afterStop).
 		ul.SetUnlinkOnClose(false)
 		rec.path = addr
+		if abs, err := filepath.Abs(addr); err == nil && !strings.HasPrefix(addr, "@") {
+			rec.path = abs // the file bound, even after a chdir
+		}
 	}
 	rec.l = l
 	m.rs.mu.Lock()
