@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -100,15 +102,14 @@ func startNew(m *Manager, ls []*listener, path string, timeout time.Duration) (i
 	return waitReady(m, pid, r, timeout)
 }
 
-// waitReady waits for the new process pid to report Ready on r.
+// waitReady waits for the new process pid to report Ready on r. It hears
+// of the process's exit by SIGCHLD, not from a goroutine blocked in wait,
+// since after Ready nothing here may outlive Upgrade: the new process runs
+// on.
 func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, error) {
-	exited := make(chan *os.ProcessState, 1)
-	if p, err := os.FindProcess(pid); err == nil {
-		go func() {
-			st, _ := p.Wait()
-			exited <- st
-		}()
-	}
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, syscall.SIGCHLD)
+	defer signal.Stop(chld)
 	ready := make(chan int, 1)
 	go func() {
 		defer close(ready)
@@ -121,15 +122,24 @@ func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, err
 	defer t.Stop()
 	var why string
 	for why == "" {
+		if st, exited := reap(pid, syscall.WNOHANG); exited {
+			select {
+			case rpid, ok := <-ready:
+				if ok { // Ready, then a quick exit: the upgrade happened
+					return rpid, nil
+				}
+			default:
+			}
+			syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
+			return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %s", pid, st)
+		}
 		select {
 		case rpid, ok := <-ready:
 			if ok {
 				return rpid, nil
 			}
 			ready = nil // the pipe closed: it exits, most likely
-		case st := <-exited:
-			syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
-			return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %v", pid, st)
+		case <-chld:
 		case <-t.C:
 			why = fmt.Sprintf("not Ready within %v", timeout)
 		case <-m.stopping:
@@ -139,6 +149,29 @@ func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, err
 		}
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
-	st := <-exited
-	return 0, fmt.Errorf("shutdown: Upgrade: new process %d %s; killed with its process group: %v", pid, why, st)
+	st, _ := reap(pid, 0)
+	return 0, fmt.Errorf("shutdown: Upgrade: new process %d %s; killed with its process group: %s", pid, why, st)
+}
+
+// reap waits for the child pid (with options, syscall.WNOHANG not to
+// block) and says how it ended, as os.ProcessState does.
+func reap(pid, options int) (status string, exited bool) {
+	var ws syscall.WaitStatus
+	for {
+		wpid, err := syscall.Wait4(pid, &ws, options, nil)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return err.Error(), true // not a child of ours (any more)
+		case wpid == 0:
+			return "", false
+		case ws.Exited():
+			return "exit status " + strconv.Itoa(ws.ExitStatus()), true
+		case ws.Signaled():
+			return "signal: " + ws.Signal().String(), true
+		default: // not asked for (WUNTRACED, WCONTINUED): not an end
+			return "", false
+		}
+	}
 }
