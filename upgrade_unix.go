@@ -148,7 +148,10 @@ func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, err
 			why = "the Manager was released before Ready"
 		}
 	}
+	// The process itself too: had it just rejoined this group after Ready,
+	// its own group would miss it, and the wait below would not end.
 	syscall.Kill(-pid, syscall.SIGKILL)
+	syscall.Kill(pid, syscall.SIGKILL)
 	st, _ := reap(pid, 0)
 	return 0, fmt.Errorf("shutdown: Upgrade: new process %d %s; killed with its process group: %s", pid, why, st)
 }
