@@ -331,7 +331,6 @@ func (m *Manager) Upgrade() error {
 		m.log(slog.LevelError, "shutdown: upgrade failed", slog.String("error", err.Error()))
 		return err
 	}
-	m.rs.handoff.Store(true)
 	if err := notifySystemd("MAINPID=" + strconv.Itoa(pid) + "\nREADY=1"); err != nil {
 		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 	}
@@ -346,6 +345,28 @@ func (m *Manager) upgradeRefused(why string) error {
 	err := errors.New("shutdown: Upgrade: " + why)
 	m.log(slog.LevelWarn, "shutdown: upgrade refused", slog.String("error", err.Error()))
 	return err
+}
+
+// takeOver decides, when the new process's Ready has been read, between
+// it and a shutdown that started meanwhile: whichever came first wins.
+// It reports whether Ready did; the shutdown that follows, whatever its
+// cause, is then an upgrade's. Under m.mu, as begin is, so a sequence
+// that begins after it sees the handoff.
+func (m *Manager) takeOver() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != idle {
+		return false
+	}
+	m.rs.handoff.Store(true)
+	return true
+}
+
+// isReleased reports whether m was released.
+func isReleased(m *Manager) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state == released
 }
 
 // handingOver reports whether the shutdown is an upgrade's: a new process

@@ -125,7 +125,7 @@ func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, err
 		if st, exited := reap(pid, syscall.WNOHANG); exited {
 			select {
 			case rpid, ok := <-ready:
-				if ok { // Ready, then a quick exit: the upgrade happened
+				if ok && m.takeOver() { // Ready, then a quick exit: the upgrade happened
 					return rpid, nil
 				}
 			default:
@@ -135,10 +135,17 @@ func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, err
 		}
 		select {
 		case rpid, ok := <-ready:
-			if ok {
+			switch {
+			case !ok:
+				ready = nil // the pipe closed: it exits, most likely
+			case m.takeOver():
 				return rpid, nil
+			default: // a shutdown or Release came first
+				why = "shutdown started before Ready"
+				if isReleased(m) {
+					why = "the Manager was released before Ready"
+				}
 			}
-			ready = nil // the pipe closed: it exits, most likely
 		case <-chld:
 		case <-t.C:
 			why = fmt.Sprintf("not Ready within %v", timeout)
