@@ -298,7 +298,8 @@ func (m *Manager) sequence() {
 	start, cause, skipDrain := m.start, m.cause, m.skipDrain
 	m.mu.Unlock()
 	handoff := m.handingOver() // the new process of an upgrade serves: no STOPPING=1, no drain
-	if !handoff {
+	// Nor from a new process stopping before its Ready: the old one serves.
+	if !handoff && !oldServes() {
 		if err := notifySystemd("STOPPING=1"); err != nil {
 			m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 		}
