@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,4 +129,29 @@ func TestHTTPServerShutdownPanicIsReported(t *testing.T) {
 	}
 	m.Trigger()
 	wantAdapterPanic(t, m.Wait(), "http", "conn close: boom", "panickyConn).Close", dbClosed)
+}
+
+// TestHookCalledOutsideManagerCrashesNamingPanic checks an adapter's hook
+// called directly, outside a Manager (in a test, or under another
+// supervisor): a panic in GracefulStop, raised again on the caller's
+// goroutine, still crashes the process naming the panic's value and where
+// it happened, as it would have without the relay. It runs the hook in a
+// child process (this test binary again) and reads its crash.
+func TestHookCalledOutsideManagerCrashesNamingPanic(t *testing.T) {
+	const env = "SHUTDOWN_TEST_DIRECT_HOOK"
+	if os.Getenv(env) != "" {
+		GRPCServer(panickyGRPC{})(context.Background())
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHookCalledOutsideManagerCrashesNamingPanic$")
+	cmd.Env = append(os.Environ(), env+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("the child did not crash:\n%s", out)
+	}
+	for _, want := range []string{"graceful stop: boom", "panickyGRPC.GracefulStop"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the crash does not name %q:\n%s", want, out)
+		}
+	}
 }

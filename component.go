@@ -10,6 +10,69 @@ import (
 	"time"
 )
 
+// Go starts fn(m.Context()) on a goroutine of its own, at once, as a
+// component: a long-lived part of the service, such as a server or a queue
+// consumer. As with oklog/run's actors, the first to return stops the
+// others, nil included: a component that returns before shutdown has
+// started starts it, with the cause `shutdown: component "name" returned`
+// (wrapping its error), and its error enters the result. During shutdown,
+// components are expected to return: a server's once its hook has drained
+// it, a worker's when [Manager.Context] is done. [Manager.Wait] waits for
+// every component; one still running at the end of the budget is abandoned
+// and reported as [ErrTimeout] with its goroutine's stack. A panic in fn is
+// recovered and reported as [ErrPanic].
+//
+// Go before the hooks start (during the drain delay, say) starts fn, whose
+// context may be done already. From the hooks' start on (and after
+// [Manager.Release]), Go does not start fn and logs an error record naming
+// it, since nothing could stop it any more; it never panics for being late.
+// Several components may share a name. Go panics if name is empty or fn is
+// nil.
+func (m *Manager) Go(name string, fn func(ctx context.Context) error) {
+	if name == "" {
+		panic("shutdown: Go: name is empty")
+	}
+	if fn == nil {
+		panic(fmt.Sprintf("shutdown: Go(%q): fn is nil", name))
+	}
+	if st, ok := m.startComponent(name, isComponent, fn); !ok {
+		m.log(slog.LevelError, "shutdown: component started after "+st.String()+"; not run", slog.String("component", name))
+	}
+}
+
+// Run wraps main: it starts fn as a component named "run" (see
+// [Manager.Go]), then waits for shutdown to finish and returns its result,
+// as [Manager.Wait] does. fn returning starts shutdown; its *HookError's
+// Error says "run function". Run panics if fn is nil or if Run was called
+// before. Called after hooks have started or after [Manager.Release], it does
+// not call fn and returns the result.
+//
+// The exit code follows from Run's result as the last lines of main: exit 0
+// when it is nil (a clean shutdown, signal-triggered or not) and 1
+// otherwise:
+//
+//	if err := m.Run(serve); err != nil {
+//		fmt.Fprintln(os.Stderr, err)
+//		os.Exit(1)
+//	}
+//
+// The forced exit on a later signal (see [WithForceExit]) happens inside
+// the library, with code 128+n, and Run never returns then.
+func (m *Manager) Run(fn func(ctx context.Context) error) error {
+	if fn == nil {
+		panic("shutdown: Run: fn is nil")
+	}
+	m.mu.Lock()
+	ran := m.ranRun
+	m.ranRun = true
+	m.mu.Unlock()
+	if ran {
+		panic("shutdown: Run called twice")
+	}
+	m.startComponent("run", isRun, fn)
+	return m.Wait()
+}
+
 // component is one function started by Go or Run.
 type component struct {
 	task

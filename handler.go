@@ -144,10 +144,16 @@ func (w *drainWriter) Write(p []byte) (int, error) {
 // FlushError is what http.ResponseController.Flush calls first. Every
 // writer Handler hands out has it, so that a flush through the controller
 // marks the header too rather than reach the server's writer through
-// Unwrap; it returns the server's error where that cannot flush.
+// Unwrap; it returns the server's error where that cannot flush. Such a
+// flush writes no header, so the next write marks it again.
 func (w *drainWriter) FlushError() error {
+	was := w.marked
 	w.markClose()
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	if !was && errors.Is(err, http.ErrNotSupported) {
+		w.marked = false
+	}
+	return err
 }
 
 // baseWriter is what every writer Handler hands out has: drainWriter's
@@ -219,7 +225,7 @@ func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	ended := false
 	defer func() {
 		if !ended {
-			t.hijackEnds(nil, errors.ErrUnsupported)
+			t.hijackEnds(nil, errors.ErrUnsupported, false)
 		}
 	}()
 	c, rw, err := rc.Hijack()
@@ -227,7 +233,7 @@ func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err == nil {
 		w.hijacked = true
 	}
-	return t.hijackEnds(c, err), rw, err
+	return t.hijackEnds(c, err, upgradesToH2C(w.r)), rw, err
 }
 
 // The six optional interfaces, as bits of a method set: the index of the
@@ -340,6 +346,11 @@ type hijackedConn struct {
 	wroteAtIdle uint64    // wrote then
 	shutAt      time.Time // when the hook shut its writing side
 	closing     bool      // the hook has closed it and waits for x/net's Close
+	// falseIdle: hijacked by an "Upgrade: h2c" request, which x/net serves
+	// as the connection's stream 1. x/net reports the connection idle once
+	// as it reads the client's preface, while that stream still runs: the
+	// report is not taken for idle.
+	falseIdle bool
 }
 
 // Write writes to the connection, counted.

@@ -3,6 +3,7 @@ package shutdown
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -250,5 +251,33 @@ func TestHandlerCloseNotifyFiresOnClientDisconnect(t *testing.T) {
 				t.Fatal("CloseNotify did not fire after the client went away")
 			}
 		})
+	}
+}
+
+// TestHandlerMarksAfterFlushThatCannotFlush checks a handler behind
+// Handler that flushes through http.ResponseController where the writer
+// Handler got cannot flush (http.TimeoutHandler's buffers the response),
+// then writes once shutdown has started: nothing was written by the flush,
+// so the response still gets "Connection: close".
+func TestHandlerMarksAfterFlushThatCannotFlush(t *testing.T) {
+	m := newTest()
+	finish(t, m)
+	flushErr := make(chan error, 1)
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		flushErr <- http.NewResponseController(w).Flush()
+		<-m.Stopping()
+		io.WriteString(w, "ok")
+	}))
+	ts := httptest.NewServer(http.TimeoutHandler(h, time.Minute, "timed out"))
+	defer ts.Close()
+	got := make(chan fetched, 1)
+	go func() { got <- fetch(client(t), ts.URL) }()
+	if err := <-flushErr; !errors.Is(err, http.ErrNotSupported) {
+		t.Fatalf("Flush() = %v, want http.ErrNotSupported behind http.TimeoutHandler", err)
+	}
+	m.Trigger()
+	f := <-got
+	if f.err != nil || f.body != "ok" || !f.closing {
+		t.Errorf("response after shutdown started: %q, closing %v, %v; want \"ok\" with Connection: close", f.body, f.closing, f.err)
 	}
 }

@@ -241,9 +241,22 @@ func (t *connTracker) look(shutDone bool) look {
 // Close), raised again on the hook's own goroutine, whose recover reports
 // it as [ErrPanic] with the stack where it happened. Unrecovered there, it
 // would end the process: a hook's recover covers only its own goroutine.
+// Called outside a Manager, the hook crashes the process with it, and the
+// runtime prints its Error: the value and that stack.
 type relayedPanic struct {
 	value any
 	stack []byte
+}
+
+func (p relayedPanic) Error() string {
+	return fmt.Sprintf("%v\n\n[raised again on the hook's goroutine; it happened here:]\n%s", p.value, p.stack)
+}
+
+// Unwrap returns the panic's value if it is an error, for a caller that
+// recovers it with errors.Is or errors.As.
+func (p relayedPanic) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
 }
 
 // goRelaying runs f on a goroutine of its own; the channel it returns

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -69,7 +70,7 @@ const stateClosing http.ConnState = -1
 func (t *connTracker) setState(c net.Conn, st http.ConnState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	defer t.changed()
+	defer t.changed() // deferred last, so it runs first: under t.mu
 	if st == http.StateNew {
 		t.conns[c] = st
 		if t.coverage == noReport {
@@ -98,8 +99,9 @@ func (t *connTracker) setState(c net.Conn, st http.ConnState) {
 // first reads the bytes already buffered, and ServeConn reports states for
 // that through the BaseConfig server's ConnState. A wrapper is known by
 // its addresses: the pair of local and remote address names one open TCP
-// connection; where two hijacked connections share it (a Unix socket), it
-// names neither. t.mu is held.
+// connection. On a Unix socket every connection has the same names, but
+// each its own *net.UnixAddr, which a wrapper returns as it is. t.mu is
+// held.
 func (t *connTracker) servedOver(c net.Conn) *hijackedConn {
 	var hc *hijackedConn
 	switch v := c.(type) {
@@ -108,8 +110,16 @@ func (t *connTracker) servedOver(c net.Conn) *hijackedConn {
 	case hijackedHalfCloser:
 		hc = v.hijackedConn
 	default:
-		if same := t.byAddr[addrKey(c)]; len(same) == 1 {
+		same := t.byAddr[addrKey(c)]
+		switch ua, unix := c.RemoteAddr().(*net.UnixAddr); {
+		case len(same) == 1:
 			hc = same[0]
+		case unix:
+			for _, o := range same {
+				if o.RemoteAddr() == net.Addr(ua) {
+					hc = o
+				}
+			}
 		}
 	}
 	if _, ok := t.hijacked[hc]; !ok {
@@ -133,7 +143,10 @@ func (t *connTracker) hijackStarts() {
 	t.mu.Unlock()
 }
 
-func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
+// hijackEnds ends a Hijack through Handler that hijackStarts counted: on
+// success it tracks c and returns it wrapped. h2cUpgrade says the request
+// asked for "Upgrade: h2c" (see hijackedConn.falseIdle).
+func (t *connTracker) hijackEnds(c net.Conn, err error, h2cUpgrade bool) net.Conn {
 	t.mu.Lock()
 	t.hijacking--
 	t.changed()
@@ -141,7 +154,7 @@ func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 		t.mu.Unlock()
 		return c
 	}
-	hc := &hijackedConn{Conn: c, t: t, addr: addrKey(c)}
+	hc := &hijackedConn{Conn: c, t: t, addr: addrKey(c), falseIdle: h2cUpgrade}
 	late := t.pastDeadline
 	if !late {
 		t.hijacked[hc] = struct{}{}
@@ -159,6 +172,19 @@ func (t *connTracker) hijackEnds(c net.Conn, err error) net.Conn {
 		return hijackedHalfCloser{hc}
 	}
 	return hc
+}
+
+// upgradesToH2C reports whether r asks for "Upgrade: h2c" (RFC 7540
+// section 3.2), the way x/net's h2c.NewHandler tells such a request.
+func upgradesToH2C(r *http.Request) bool {
+	for _, v := range r.Header["Upgrade"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (t *connTracker) hijackedClosed(c *hijackedConn) {
@@ -220,6 +246,10 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 	c.h2c = true
 	if st == http.StateActive {
 		c.idleSince = time.Time{}
+		return
+	}
+	if c.falseIdle {
+		c.falseIdle = false
 		return
 	}
 	if c.idleSince.IsZero() {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,8 +54,14 @@ type restarts struct {
 type listener struct {
 	network, addr string
 	l             net.Listener
-	systemd       bool   // systemd passed it: its file is systemd's
-	path          string // a Unix socket's file, "" for TCP
+	origin
+	path string // a Unix socket's file, "" for TCP
+}
+
+// origin says who passed an inherited socket.
+type origin struct {
+	systemd bool // systemd: its file is systemd's
+	old     bool // the old process of an upgrade
 }
 
 type upgradeSignalOption struct{ sig os.Signal }
@@ -162,12 +169,12 @@ func (m *Manager) Listen(network, addr string) (net.Listener, error) {
 	}
 	inherit(m)
 	rec := &listener{network: network, addr: addr}
-	l, systemd, err := claim(network, addr)
+	l, from, err := claim(network, addr)
 	if err != nil {
 		return nil, err
 	}
 	if l != nil {
-		rec.systemd = systemd
+		rec.origin = from
 	} else if l, err = net.Listen(network, addr); err != nil {
 		return nil, fmt.Errorf("shutdown: Listen: %w", err)
 	} else if err := storeFD(fdName(network, addr), l); err != nil {
@@ -178,6 +185,9 @@ func (m *Manager) Listen(network, addr string) (net.Listener, error) {
 		// Close must not unlink it. A final stop removes it (afterStop).
 		ul.SetUnlinkOnClose(false)
 		rec.path = addr
+		if abs, err := filepath.Abs(addr); err == nil && !strings.HasPrefix(addr, "@") {
+			rec.path = abs // the file bound, even after a chdir
+		}
 	}
 	rec.l = l
 	m.rs.mu.Lock()
@@ -209,7 +219,10 @@ func fdName(network, addr string) string {
 // the system allows, so a terminal's Ctrl-C reaches it. It does not change
 // [Manager.ReadinessHandler]. It is idempotent: later calls return the
 // first one's result. A PID file that cannot be written is in the error,
-// and the rest is done all the same.
+// and the rest is done all the same. Once shutdown has started (or after
+// [Manager.Release]), Ready only closes the unclaimed sockets and returns
+// an error: the old process of an upgrade then goes on serving, and its
+// Upgrade fails when this process exits.
 //
 // Call Ready as soon as the servers serve: a new process that crashes
 // before Ready loses the connections it had accepted, and the old process
@@ -223,6 +236,17 @@ func (m *Manager) Ready() error {
 	m.rs.ready = true
 	inherit(m)
 	dropUnclaimed(m)
+	m.mu.Lock()
+	st := m.state
+	m.mu.Unlock()
+	if st != idle { // not serving: an old process must not hand over to this one
+		abandonReady()
+		m.rs.readyErr = errors.New("shutdown: Ready: shutdown started already")
+		if st == released {
+			m.rs.readyErr = errors.New("shutdown: Ready: the Manager was released")
+		}
+		return m.rs.readyErr
+	}
 	var pidErr error
 	if p := m.cfg.pidFile; p != "" {
 		pidErr = writePIDFile(p) // the service serves all the same: tell the old process
@@ -259,13 +283,13 @@ func writePIDFile(path string) error {
 // The binary is os.Args[0] resolved now (in $PATH when it has no slash,
 // else relative to the working directory at the start), so a replaced
 // binary or a switched symlink is the one started; it gets the same
-// arguments, this process's environment, stdin, stdout and stderr, the
-// sockets from this Manager's Listen that are still open, and a pipe to
-// report Ready through. It starts in a process group of its own, so that a
-// failure can kill it with its children, and rejoins this process's group
-// once Ready (where setpgid allows it: under a terminal with job control
-// it stays in its own group until then, and a read from the terminal stops
-// it).
+// arguments and starting directory, this process's environment, stdin,
+// stdout and stderr, the sockets from this Manager's Listen that are still
+// open, and a pipe to report Ready through. It starts in a process group
+// of its own, so that a failure can kill it with its children, and
+// rejoins this process's group once Ready (where setpgid allows it: under
+// a terminal with job control it stays in its own group until then, and a
+// read from the terminal stops it).
 //
 // If the new binary cannot start, exits or crashes before Ready, or is not
 // Ready within [WithUpgradeTimeout] (then killed with its process group),
@@ -274,7 +298,9 @@ func writePIDFile(path string) error {
 // at a time: a call during another returns an error at once, as does a
 // call once shutdown has started. A shutdown that starts during an
 // Upgrade, or [Manager.Release], kills the new process unless its Ready
-// has arrived already. Outside unix, Upgrade returns an error.
+// has arrived already. Outside unix, Upgrade returns an error. Every
+// result, success or error, is also logged (that is all a signal's sender
+// gets).
 func (m *Manager) Upgrade() error {
 	m.mu.Lock()
 	st := m.state
@@ -282,14 +308,14 @@ func (m *Manager) Upgrade() error {
 	switch st {
 	case idle:
 	case released:
-		return errors.New("shutdown: Upgrade: the Manager was released")
+		return m.upgradeRefused("the Manager was released")
 	default:
-		return errors.New("shutdown: Upgrade: shutdown started already")
+		return m.upgradeRefused("shutdown started already")
 	}
 	m.rs.mu.Lock()
 	if m.rs.upgrading {
 		m.rs.mu.Unlock()
-		return errors.New("shutdown: Upgrade: another upgrade is running")
+		return m.upgradeRefused("another upgrade is running")
 	}
 	m.rs.upgrading = true
 	ls := slices.Clone(m.rs.listeners)
@@ -305,13 +331,42 @@ func (m *Manager) Upgrade() error {
 		m.log(slog.LevelError, "shutdown: upgrade failed", slog.String("error", err.Error()))
 		return err
 	}
-	m.rs.handoff.Store(true)
 	if err := notifySystemd("MAINPID=" + strconv.Itoa(pid) + "\nREADY=1"); err != nil {
 		m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 	}
 	m.log(slog.LevelInfo, "shutdown: upgraded", slog.Int("pid", pid))
 	m.begin(&upgradedError{pid}, nil, nil)
 	return nil
+}
+
+// upgradeRefused logs and returns Upgrade's error for a call it refuses
+// without starting anything, why saying why.
+func (m *Manager) upgradeRefused(why string) error {
+	err := errors.New("shutdown: Upgrade: " + why)
+	m.log(slog.LevelWarn, "shutdown: upgrade refused", slog.String("error", err.Error()))
+	return err
+}
+
+// takeOver decides, when the new process's Ready has been read, between
+// it and a shutdown that started meanwhile: whichever came first wins.
+// It reports whether Ready did; the shutdown that follows, whatever its
+// cause, is then an upgrade's. Under m.mu, as begin is, so a sequence
+// that begins after it sees the handoff.
+func (m *Manager) takeOver() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != idle {
+		return false
+	}
+	m.rs.handoff.Store(true)
+	return true
+}
+
+// isReleased reports whether m was released.
+func isReleased(m *Manager) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state == released
 }
 
 // handingOver reports whether the shutdown is an upgrade's: a new process
@@ -340,7 +395,8 @@ func (m *Manager) handoff() {
 
 // afterStop removes, at the end of a shutdown that is not an upgrade, the
 // files of the Unix sockets that systemd did not pass and the PID file if
-// it names this process.
+// it names this process. A new process that stops before its Ready leaves
+// the files of the sockets the old process passed: that one still serves.
 func (m *Manager) afterStop() {
 	if m.handingOver() {
 		return
@@ -348,8 +404,9 @@ func (m *Manager) afterStop() {
 	m.rs.mu.Lock()
 	ls := m.rs.listeners
 	m.rs.mu.Unlock()
+	oldServes := oldServes()
 	for _, l := range ls {
-		if l.path != "" && !l.systemd && !strings.HasPrefix(l.path, "@") {
+		if l.path != "" && !l.systemd && !(l.old && oldServes) && !strings.HasPrefix(l.path, "@") {
 			os.Remove(l.path)
 		}
 	}
@@ -384,9 +441,7 @@ func watchUpgradeSignal(m *Manager) {
 			default:
 			}
 			m.log(slog.LevelInfo, "shutdown: upgrade signal", slog.String("signal", signalName(sig)))
-			if err := m.Upgrade(); err != nil {
-				continue // Upgrade logged it
-			}
+			m.Upgrade() // it logs its result
 		}
 	}()
 }

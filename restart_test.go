@@ -29,7 +29,9 @@ func servedByManager(m *Manager, l net.Listener) {
 // handOver starts m's shutdown as a successful Upgrade does once the new
 // process is Ready.
 func handOver(m *Manager, pid int) {
-	m.rs.handoff.Store(true)
+	if !m.takeOver() {
+		panic("handOver after shutdown started")
+	}
 	m.begin(&upgradedError{pid}, nil, nil)
 }
 

@@ -3,8 +3,8 @@
 package shutdown
 
 // This file passes sockets between processes: what a process inherits
-// (from the old process of an upgrade, or from systemd), the start of the
-// new process, and the fd store.
+// (from the old process of an upgrade, or from systemd), and the fd
+// store. upgrade_unix.go starts the new process.
 
 import (
 	"encoding/json"
@@ -13,14 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // upgradeEnv names the variable through which the old process of an
@@ -61,7 +57,10 @@ var inherited struct {
 	socks []*inheritedSock
 	ready *os.File // the pipe to the old process; nil when not upgraded
 	pgid  int
-	done  bool // Ready closed the unclaimed sockets
+	// oldServes: this is the new process of an upgrade, and the old one
+	// has not been told it is Ready, so it still serves.
+	oldServes bool
+	done      bool // Ready closed the unclaimed sockets
 }
 
 // inherit reads the inherited sockets once per process; m logs what it
@@ -88,6 +87,7 @@ func inheritUpgrade(v string) error {
 	syscall.CloseOnExec(st.Ready)
 	inherited.ready = os.NewFile(uintptr(st.Ready), "upgrade-ready")
 	inherited.pgid = st.PGID
+	inherited.oldServes = true
 	for _, s := range st.Listeners {
 		syscall.CloseOnExec(s.FD)
 		inherited.socks = append(inherited.socks, &inheritedSock{
@@ -135,8 +135,8 @@ func listeningStream(fd int) bool {
 }
 
 // claim returns the inherited socket that matches network and addr, if
-// any, and whether systemd passed it.
-func claim(network, addr string) (net.Listener, bool, error) {
+// any, and who passed it.
+func claim(network, addr string) (net.Listener, origin, error) {
 	inherited.mu.Lock()
 	defer inherited.mu.Unlock()
 	for _, s := range inherited.socks {
@@ -145,13 +145,33 @@ func claim(network, addr string) (net.Listener, bool, error) {
 		}
 		l, err := net.FileListener(s.file)
 		if err != nil {
-			return nil, false, fmt.Errorf("shutdown: Listen: inherited %s: %w", s.file.Name(), err)
+			return nil, origin{}, fmt.Errorf("shutdown: Listen: inherited %s: %w", s.file.Name(), err)
 		}
 		s.file.Close() // FileListener holds a copy
 		s.claimed = true
-		return l, s.systemd, nil
+		return l, origin{systemd: s.systemd, old: s.network != ""}, nil
 	}
-	return nil, false, nil
+	return nil, origin{}, nil
+}
+
+// oldServes reports whether this is the new process of an upgrade that
+// has not told the old one it is Ready: the old one still serves.
+func oldServes() bool {
+	inherited.mu.Lock()
+	defer inherited.mu.Unlock()
+	return inherited.oldServes
+}
+
+// abandonReady closes, in the new process of an upgrade that will never
+// be Ready, the pipe to the old process, which goes on serving.
+func abandonReady() {
+	inherited.mu.Lock()
+	f := inherited.ready
+	inherited.ready = nil
+	inherited.mu.Unlock()
+	if f != nil {
+		f.Close()
+	}
 }
 
 // matches reports whether Listen(network, addr) is this socket: by the
@@ -209,7 +229,7 @@ func dropUnclaimed(m *Manager) {
 		}
 		s.file.Close()
 		s.claimed = true
-		if s.systemd && fdStore() {
+		if s.systemd && s.name != "" && fdStore() { // an upgrade passes no name
 			if err := notifySystemd("FDSTOREREMOVE=1\nFDNAME=" + s.name); err != nil {
 				m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 			}
@@ -224,6 +244,9 @@ func tellReady(m *Manager) error {
 	inherited.mu.Lock()
 	f, pgid := inherited.ready, inherited.pgid
 	inherited.ready = nil
+	if f != nil {
+		inherited.oldServes = false // told below, or tried
+	}
 	inherited.mu.Unlock()
 	if f == nil {
 		return notifySystemd("READY=1")
@@ -299,126 +322,4 @@ func notifySystemdFDs(state string, fds ...int) error {
 		return fmt.Errorf("shutdown: systemd notify: %w", err)
 	}
 	return nil
-}
-
-// startDir is the working directory at the start, against which a relative
-// os.Args[0] is resolved.
-var startDir, _ = os.Getwd()
-
-// binary is the program Upgrade starts: os.Args[0] resolved now.
-func binary() (string, error) {
-	a := os.Args[0]
-	switch {
-	case a == "":
-	case !strings.Contains(a, "/"):
-		if p, err := exec.LookPath(a); err == nil {
-			return p, nil
-		}
-	case filepath.IsAbs(a):
-		return a, nil
-	default:
-		return filepath.Join(startDir, a), nil
-	}
-	return os.Executable()
-}
-
-// dupListeners returns close-on-exec copies of the fds of the listeners
-// still open, and what to tell the new process about them, numbered from
-// first. The copies share the sockets' file descriptions, whose
-// non-blocking mode they leave alone: File.Fd would switch it to blocking,
-// after which this process's Accept would ignore Close.
-func dupListeners(ls []*listener, first int) (fds []int, passed []passedSock) {
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	for _, l := range ls {
-		err := control(l.l, func(fd int) {
-			d, err := syscall.Dup(fd)
-			if err != nil {
-				return
-			}
-			syscall.CloseOnExec(d)
-			passed = append(passed, passedSock{Network: l.network, Addr: l.addr, FD: first + len(fds), Systemd: l.systemd})
-			fds = append(fds, d)
-		})
-		_ = err // a closed listener is not passed
-	}
-	return fds, passed
-}
-
-// startNew starts the new process, path (or os.Args[0] when empty), on ls
-// and returns its pid once it is Ready within timeout, or an error saying
-// how it failed, after killing its group.
-func startNew(m *Manager, ls []*listener, path string, timeout time.Duration) (int, error) {
-	if path == "" {
-		var err error
-		if path, err = binary(); err != nil {
-			return 0, fmt.Errorf("shutdown: Upgrade: finding the binary: %w", err)
-		}
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, fmt.Errorf("shutdown: Upgrade: %w", err)
-	}
-	defer r.Close()
-	fds, passed := dupListeners(ls, 4)
-	st, _ := json.Marshal(upgradeState{Ready: 3, PGID: syscall.Getpgrp(), Listeners: passed})
-	files := []uintptr{0, 1, 2, w.Fd()}
-	for _, fd := range fds {
-		files = append(files, uintptr(fd))
-	}
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, upgradeEnv+"=") })
-	pid, err := syscall.ForkExec(path, os.Args, &syscall.ProcAttr{
-		Env: append(env, upgradeEnv+"="+string(st)), Files: files, Sys: &syscall.SysProcAttr{Setpgid: true}})
-	w.Close()
-	for _, fd := range fds {
-		syscall.Close(fd)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("shutdown: Upgrade: starting %s: %w", path, err)
-	}
-	m.log(slog.LevelInfo, "shutdown: upgrade started", slog.String("binary", path), slog.Int("pid", pid))
-	return waitReady(m, pid, r, timeout)
-}
-
-// waitReady waits for the new process pid to report Ready on r.
-func waitReady(m *Manager, pid int, r *os.File, timeout time.Duration) (int, error) {
-	exited := make(chan *os.ProcessState, 1)
-	if p, err := os.FindProcess(pid); err == nil {
-		go func() {
-			st, _ := p.Wait()
-			exited <- st
-		}()
-	}
-	ready := make(chan int, 1)
-	go func() {
-		defer close(ready)
-		var rpid int
-		if _, err := fmt.Fscanf(r, "ready %d\n", &rpid); err == nil {
-			ready <- rpid
-		}
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	var why string
-	for why == "" {
-		select {
-		case rpid, ok := <-ready:
-			if ok {
-				return rpid, nil
-			}
-			ready = nil // the pipe closed: it exits, most likely
-		case st := <-exited:
-			syscall.Kill(-pid, syscall.SIGKILL) // its children, if any
-			return 0, fmt.Errorf("shutdown: Upgrade: new process %d exited before Ready: %v", pid, st)
-		case <-t.C:
-			why = fmt.Sprintf("not Ready within %v", timeout)
-		case <-m.stopping:
-			why = "shutdown started before Ready"
-		case <-m.quit:
-			why = "the Manager was released before Ready"
-		}
-	}
-	syscall.Kill(-pid, syscall.SIGKILL)
-	st := <-exited
-	return 0, fmt.Errorf("shutdown: Upgrade: new process %d %s; killed with its process group: %v", pid, why, st)
 }

@@ -291,69 +291,6 @@ func (m *Manager) Wait() error {
 	return m.err
 }
 
-// Go starts fn(m.Context()) on a goroutine of its own, at once, as a
-// component: a long-lived part of the service, such as a server or a queue
-// consumer. As with oklog/run's actors, the first to return stops the
-// others, nil included: a component that returns before shutdown has
-// started starts it, with the cause `shutdown: component "name" returned`
-// (wrapping its error), and its error enters the result. During shutdown,
-// components are expected to return: a server's once its hook has drained
-// it, a worker's when [Manager.Context] is done. [Manager.Wait] waits for
-// every component; one still running at the end of the budget is abandoned
-// and reported as [ErrTimeout] with its goroutine's stack. A panic in fn is
-// recovered and reported as [ErrPanic].
-//
-// Go before the hooks start (during the drain delay, say) starts fn, whose
-// context may be done already. From the hooks' start on (and after
-// [Manager.Release]), Go does not start fn and logs an error record naming
-// it, since nothing could stop it any more; it never panics for being late.
-// Several components may share a name. Go panics if name is empty or fn is
-// nil.
-func (m *Manager) Go(name string, fn func(ctx context.Context) error) {
-	if name == "" {
-		panic("shutdown: Go: name is empty")
-	}
-	if fn == nil {
-		panic(fmt.Sprintf("shutdown: Go(%q): fn is nil", name))
-	}
-	if st, ok := m.startComponent(name, isComponent, fn); !ok {
-		m.log(slog.LevelError, "shutdown: component started after "+st.String()+"; not run", slog.String("component", name))
-	}
-}
-
-// Run wraps main: it starts fn as a component named "run" (see
-// [Manager.Go]), then waits for shutdown to finish and returns its result,
-// as [Manager.Wait] does. fn returning starts shutdown; its *HookError's
-// Error says "run function". Run panics if fn is nil or if Run was called
-// before. Called after hooks have started or after [Manager.Release], it does
-// not call fn and returns the result.
-//
-// The exit code follows from Run's result as the last lines of main: exit 0
-// when it is nil (a clean shutdown, signal-triggered or not) and 1
-// otherwise:
-//
-//	if err := m.Run(serve); err != nil {
-//		fmt.Fprintln(os.Stderr, err)
-//		os.Exit(1)
-//	}
-//
-// The forced exit on a later signal (see [WithForceExit]) happens inside
-// the library, with code 128+n, and Run never returns then.
-func (m *Manager) Run(fn func(ctx context.Context) error) error {
-	if fn == nil {
-		panic("shutdown: Run: fn is nil")
-	}
-	m.mu.Lock()
-	ran := m.ranRun
-	m.ranRun = true
-	m.mu.Unlock()
-	if ran {
-		panic("shutdown: Run called twice")
-	}
-	m.startComponent("run", isRun, fn)
-	return m.Wait()
-}
-
 // sequence runs DESIGN steps 2 to 8 on a goroutine of its own, the one that
 // keeps time: it calls no user code but through goroutines it can abandon.
 func (m *Manager) sequence() {
@@ -361,7 +298,8 @@ func (m *Manager) sequence() {
 	start, cause, skipDrain := m.start, m.cause, m.skipDrain
 	m.mu.Unlock()
 	handoff := m.handingOver() // the new process of an upgrade serves: no STOPPING=1, no drain
-	if !handoff {
+	// Nor from a new process stopping before its Ready: the old one serves.
+	if !handoff && !oldServes() {
 		if err := notifySystemd("STOPPING=1"); err != nil {
 			m.log(slog.LevelWarn, "shutdown: systemd notification failed", slog.String("error", err.Error()))
 		}
@@ -437,15 +375,38 @@ func ignorable(err, cause error) bool {
 // from, and so never enters the result (DESIGN step 8): a *SignalError
 // from any Manager, wrapped or not (a component returning
 // context.Cause of another Manager's Context), and a cause wrapping
-// ErrUpgraded. This is the one place for that rule.
+// ErrUpgraded. A joined error is a clean stop only when each error in it
+// is one: a hook that returns errors.Join(err, context.Cause(ctx)) still
+// reports err. This is the one place for that rule.
 func cleanStop(err error) (clean bool) {
 	defer func() {
 		if recover() != nil {
-			clean = false // an Unwrap or As method that panics: no match
+			clean = false // an Unwrap or Is method that panics: no match
 		}
 	}()
-	se := (*SignalError)(nil)
-	return errors.As(err, &se) || errors.Is(err, ErrUpgraded)
+	for err != nil {
+		if _, ok := err.(*SignalError); ok || err == ErrUpgraded {
+			return true
+		}
+		if x, ok := err.(interface{ Is(error) bool }); ok && x.Is(ErrUpgraded) {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			for _, e := range errs {
+				if !cleanStop(e) {
+					return false
+				}
+			}
+			return len(errs) > 0
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // is is errors.Is, but an Is or Unwrap method that panics (on a typed nil

@@ -86,14 +86,14 @@ func TestPanicWithSignalErrorIsStillPanic(t *testing.T) {
 	}
 }
 
-// A hook that, after its context's deadline, returns another Manager's
-// *SignalError joined with that deadline (errors.Join(context.Cause(
-// other.Context()), ctx.Err()), say) is a clean stop like any other
-// *SignalError: Wait returns nil. On main at 4d8f5bb the deadline was
-// matched first, the error then cleared, and runHook set the outcome on
-// the nil *HookError that a cleared error makes: a nil dereference on the
-// runner's goroutine, which crashed the process.
-func TestSignalErrorJoinedWithDeadlineIsCleanStop(t *testing.T) {
+// A hook that returns, after its deadline, a *SignalError joined with that
+// deadline (errors.Join(context.Cause(other.Context()), ctx.Err()), say)
+// ran to its deadline: it is reported as a timeout, and nothing crashes.
+// On main at 4d8f5bb the deadline was matched first, the error then
+// cleared, and runHook set the outcome on the nil *HookError that a
+// cleared error makes: a nil dereference on the runner's goroutine, which
+// crashed the process.
+func TestSignalErrorJoinedWithDeadlineIsTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := New(WithSignals(), WithLogger(discard))
 		m.Add("db", func(ctx context.Context) error {
@@ -101,8 +101,49 @@ func TestSignalErrorJoinedWithDeadlineIsCleanStop(t *testing.T) {
 			return errors.Join(&SignalError{Signal: syscall.SIGTERM}, ctx.Err())
 		}, Timeout(time.Second))
 		m.Trigger()
-		if err := m.Wait(); err != nil {
-			t.Errorf("Wait() = %v, want nil: a *SignalError is a clean stop", err)
+		if err := m.Wait(); !errors.Is(err, ErrTimeout) {
+			t.Errorf("Wait() = %v, want ErrTimeout: the hook ran to its deadline", err)
 		}
 	})
+}
+
+// A joined error is a clean stop only when every error in it is one: a
+// hook or component that returns errors.Join(err, a *SignalError) still
+// reports err, and one that joins only clean stops reports nothing.
+func TestJoinedErrorKeepsItsRealError(t *testing.T) {
+	flush := errors.New("flush failed")
+	sig := &SignalError{Signal: syscall.SIGTERM}
+	for _, tc := range []struct {
+		name string
+		ret  error
+		want error // nil: a clean stop
+	}{
+		{"real error beside a signal", errors.Join(flush, sig), flush},
+		{"wrapped signal beside a real error", errors.Join(fmt.Errorf("other: %w", sig), flush), flush},
+		{"only signals", errors.Join(sig, fmt.Errorf("again: %w", sig)), nil},
+		{"signal beside an upgrade", errors.Join(sig, ErrUpgraded), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(WithSignals(), WithLogger(discard))
+			m.Add("db", func(context.Context) error { return tc.ret })
+			m.Go("worker", func(ctx context.Context) error { <-ctx.Done(); return tc.ret })
+			m.Trigger()
+			err := m.Wait()
+			if tc.want == nil {
+				if err != nil {
+					t.Errorf("Wait() = %v, want nil", err)
+				}
+				return
+			}
+			var herrs []*HookError
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				if he, ok := e.(*HookError); ok && errors.Is(he, tc.want) {
+					herrs = append(herrs, he)
+				}
+			}
+			if len(herrs) != 2 {
+				t.Errorf("Wait() = %v, want the hook's and the component's %v", err, tc.want)
+			}
+		})
+	}
 }

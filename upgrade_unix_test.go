@@ -36,10 +36,13 @@ func init() {
 
 // Variables that steer upgradeChild; the new process inherits them.
 const (
-	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, hang
+	newEnv = "SHUTDOWN_TEST_NEW" // what the new process does: ok, exit, panic, stop, stopready, hang
 	netEnv = "SHUTDOWN_TEST_NET" // Listen's network and address, "tcp 127.0.0.1:0"
 	// NOTIFY_SOCKET, which TestMain unsets; the child sets it back.
 	notifyEnv = "SHUTDOWN_TEST_NOTIFY"
+	// A directory every generation changes to once started, as a daemon
+	// that chdirs to / does.
+	chdirEnv = "SHUTDOWN_TEST_CHDIR"
 )
 
 // upgradeChild is a service that Listens, serves its pid over HTTP, is
@@ -50,6 +53,12 @@ func upgradeChild() int {
 	upgraded := os.Getenv(upgradeEnv) != ""
 	if p := os.Getenv(notifyEnv); p != "" {
 		os.Setenv("NOTIFY_SOCKET", p)
+	}
+	if d := os.Getenv(chdirEnv); d != "" {
+		if err := os.Chdir(d); err != nil {
+			fmt.Println("chdir:", err)
+			return 2
+		}
 	}
 	opts := []Option{WithSignals(syscall.SIGTERM), WithUpgradeSignal(syscall.SIGHUP), WithTimeout(10 * time.Second),
 		WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
@@ -66,6 +75,15 @@ func upgradeChild() int {
 			return 3
 		case "panic":
 			panic("new process panics after Listen")
+		case "stop": // its start fails: a shutdown before Ready
+			m.Trigger()
+			m.Wait()
+			return 3
+		case "stopready": // a component fails at once; main calls Ready all the same
+			m.Trigger()
+			fmt.Println("late ready:", m.Ready())
+			m.Wait()
+			return 3
 		case "hang":
 			fmt.Println("hanging", os.Getpid())
 			time.Sleep(time.Hour) // killed by the old process
