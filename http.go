@@ -206,14 +206,16 @@ func (t *connTracker) look(shutDone bool) look {
 		if hc.closing {
 			continue
 		}
-		switch step, again := hc.h2cNext(now); {
-		case step == h2cShut:
-			hc.shutAt = now
+		step, again := hc.h2cNext(now)
+		switch step {
+		case h2cShut:
+			hc.shutAt, again = now, now.Add(h2cLinger)
 			l.h2cShut = append(l.h2cShut, hc)
-		case step == h2cClose:
+		case h2cClose:
 			hc.closing = true
 			l.h2cClose = append(l.h2cClose, hc)
-		case !again.IsZero() && (l.again.IsZero() || again.Before(l.again)):
+		}
+		if !again.IsZero() && (l.again.IsZero() || again.Before(l.again)) {
 			l.again = again
 		}
 	}

@@ -284,46 +284,60 @@ func (l *pipeListener) dialDuplex(t *testing.T) (net.Conn, *bufio.Reader) {
 }
 
 // TestHTTPServerShutsIdleH2CConnectionForClientToClose checks, on a fake
-// clock, an idle h2c connection that can be half-closed (TCP) under a
-// client that is still sending: the hook shuts the connection's writing
+// clock, an h2c connection that can be half-closed (TCP), whose stream in
+// flight at the shutdown ends, under a client that is still sending: once
+// the stream's last write has returned, the hook shuts the connection's writing
 // side rather than close it, so that the client reads to the end and the
 // server still reads what the client sends (over TCP, a socket closed
 // under a sending client resets the connection, and the kernel drops the
 // bytes it has not sent yet), and drops the server's answer to a request
 // sent then. It returns the moment the client closes the connection, or
-// h2cLinger after the end if the client never does.
+// h2cLinger after the end if the client never does, even with nothing
+// more written or reported on the connection to wake it.
 func TestHTTPServerShutsIdleH2CConnectionForClientToClose(t *testing.T) {
 	for _, clientCloses := range []bool{true, false} {
-		name := "client closes"
+		name := "client sends, then closes"
 		if !clientCloses {
-			name = "client keeps it open"
+			name = "client keeps it open, silent"
 		}
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				m := newTest()
-				srv := &http.Server{Handler: m.Handler(fakeH2C(t, true, nil))}
+				entered, release := make(chan struct{}, 2), make(chan struct{})
+				srv := &http.Server{Handler: m.Handler(fakeH2C(t, true, func() {
+					entered <- struct{}{}
+					<-release
+				}))}
 				var hookReturned time.Time
 				m.Add("http", timedHook(HTTPServer(srv), &hookReturned), Timeout(10*time.Second))
 				c, br := servePipe(t, srv).dialDuplex(t)
 				defer c.Close()
-				if err := ask(c, br, 3); err != nil {
-					t.Fatal(err)
-				}
-				start := time.Now()
+				got := make(chan error, 1)
+				go func() { got <- ask(c, br, 3) }()
+				<-entered
 				m.Trigger()
+				synctest.Wait() // Shutdown has returned: the stream alone holds the hook
+				close(release)
+				if err := <-got; err != nil {
+					t.Fatalf("stream in flight: %v", err)
+				}
 				if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 					t.Fatalf("h2c connection at the hook: Read() = %d, %v; want 0, EOF", n, err)
 				}
-				if _, err := io.WriteString(c, "2\n"); err != nil {
-					t.Errorf("client sending after the end of the server's stream: %v; want the server to read it", err)
+				ended := time.Now()
+				if clientCloses {
+					if _, err := io.WriteString(c, "2\n"); err != nil {
+						t.Errorf("client sending after the end of the server's stream: %v; want the server to read it", err)
+					}
+					time.Sleep(10 * time.Millisecond) // the server answers, into the void
 				}
-				time.Sleep(10 * time.Millisecond) // the server answers, into the void
+				synctest.Wait()
 				select {
 				case <-m.Done():
 					t.Fatal("shutdown ended with the client's side of the connection open")
 				default:
 				}
-				want := start.Add(h2cLinger)
+				want := ended.Add(h2cLinger)
 				if clientCloses {
 					want = time.Now()
 					c.Close()
@@ -332,7 +346,7 @@ func TestHTTPServerShutsIdleH2CConnectionForClientToClose(t *testing.T) {
 					t.Errorf("Wait() = %v, want nil", err)
 				}
 				if !hookReturned.Equal(want) {
-					t.Errorf("hook returned %v after the shutdown started; want %v", hookReturned.Sub(start), want.Sub(start))
+					t.Errorf("hook returned %v after the end of the connection's stream; want %v", hookReturned.Sub(ended), want.Sub(ended))
 				}
 			})
 		})
