@@ -133,42 +133,30 @@ func newEvidence(c *config) *evidence {
 	return e
 }
 
-// Handler keeps each request's arrival in its writer, whose size is what
-// Handler costs a request: in 4 bytes, so that the writer stays in its
-// 32-byte allocation, as milliseconds since the Manager's New, modulo 2³².
-// Counted at most 49 days after it arrived (the handler's first write or
-// return), the arrival is found again from the time of counting.
-
 // arrive notes a request's arrival at Handler: whether it is to be counted
-// and when it came. Without an adaptive drain it costs a nil check.
-func (e *evidence) arrive(r *http.Request) (noted bool, at uint32) {
+// and when it came, since the Manager's New. Without an adaptive drain it
+// costs a nil check.
+func (e *evidence) arrive(r *http.Request) (noted bool, at time.Duration) {
 	if e == nil {
 		return false, 0
 	}
 	return e.noteArrival(r)
 }
 
-func (e *evidence) noteArrival(r *http.Request) (bool, uint32) {
+func (e *evidence) noteArrival(r *http.Request) (bool, time.Duration) {
 	if strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
 		return false, 0
 	}
-	return true, uint32(time.Since(e.born) / time.Millisecond)
+	return true, time.Since(e.born)
 }
 
 // countArrival counts w's request once, unless it is a probe; later calls
 // do nothing.
 func (w *drainWriter) countArrival() {
 	if w.noted {
-		w.count()
+		w.noted = false
+		w.m.ev.add(w.at)
 	}
-}
-
-func (w *drainWriter) count() {
-	w.noted = false
-	e := w.m.ev
-	now := time.Since(e.born) / time.Millisecond
-	ago := time.Duration(uint32(now) - w.at) // modulo 2³², as at
-	e.add(int64((now - ago) * time.Millisecond))
 }
 
 // isProbe tells w that its request is a probe.
@@ -192,7 +180,8 @@ func answeredByReadiness(w http.ResponseWriter) {
 
 // add counts a request that arrived at (since born): in its bucket, as the
 // latest arrival if it is, and as a late arrival if the drain had ended.
-func (e *evidence) add(at int64) {
+func (e *evidence) add(arrival time.Duration) {
+	at := int64(arrival)
 	idx := uint64(at / int64(bucketWidth))
 	b := &e.bucket[idx%uint64(buckets)]
 	for {
