@@ -1,6 +1,8 @@
 package shutdown
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -20,6 +22,48 @@ func TestAdaptiveDrainEndsAtExactArrivalPlusQ(t *testing.T) {
 		// The last request arrives at 31.4905s: the drain ends at 32.4905s.
 		if got, want := r.triggerAt(30*time.Second), 2490500*time.Microsecond; got != want {
 			t.Errorf("drain lasted %v, want %v: the last arrival plus Q of 1s", got, want)
+		}
+		r.wait()
+	})
+}
+
+// sendEach serves a request through h at t0+from, t0+from+every, ...
+// before t0+until, each on a goroutine of its own (a request may outlive
+// the next one's arrival), with w made afresh for each; a panic in h is
+// recovered, as net/http's server does.
+func (r *drainRig) sendEach(h http.Handler, w func() http.ResponseWriter, from, until, every time.Duration) {
+	done := make(chan struct{})
+	r.sent = append(r.sent, done)
+	go func() {
+		defer close(done)
+		served := make(chan struct{}, 1000)
+		n := 0
+		for at := from; at < until; at += every {
+			time.Sleep(time.Until(r.t0.Add(at)))
+			n++
+			go func() {
+				defer func() { recover(); served <- struct{}{} }()
+				h.ServeHTTP(w(), httptest.NewRequest("GET", "/", nil))
+			}()
+		}
+		for range n {
+			<-served
+		}
+	}()
+}
+
+func TestAdaptiveDrainCountsHandlerThatPanics(t *testing.T) {
+	// A request whose handler panics before it writes was sent here: the
+	// load balancer still routes to this pod. Traffic at 100/s until the
+	// signal, then only requests that panic, 10 a second, to the end: the
+	// drain must last most, not end at least.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(time.Second, 10*time.Second)
+		r.send("/", "Go-http-client/1.1", 0, 30*time.Second, 10*time.Millisecond)
+		panics := r.m.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+		r.sendEach(panics, func() http.ResponseWriter { return httptest.NewRecorder() }, 30*time.Second, 45*time.Second, 100*time.Millisecond)
+		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v: requests that panicked were not counted", got, want)
 		}
 		r.wait()
 	})

@@ -80,13 +80,14 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
 		f := &fullWriter{drainWriter{ResponseWriter: w, m: m, r: r, noted: noted, at: at}}
+		// Deferred: a request whose handler panics was sent here too.
+		defer f.countArrival()
 		h.ServeHTTP(writers[methodSet(w)](f), r)
 		// A handler that wrote nothing gets its header from the server
 		// after it returns: mark it now.
 		if !f.hijacked {
 			f.markClose()
 		}
-		f.countArrival()
 	})
 }
 
