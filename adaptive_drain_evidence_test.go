@@ -1,6 +1,8 @@
 package shutdown
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -64,6 +66,42 @@ func TestAdaptiveDrainCountsHandlerThatPanics(t *testing.T) {
 		r.sendEach(panics, func() http.ResponseWriter { return httptest.NewRecorder() }, 30*time.Second, 45*time.Second, 100*time.Millisecond)
 		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
 			t.Errorf("drain lasted %v, want %v: requests that panicked were not counted", got, want)
+		}
+		r.wait()
+	})
+}
+
+// hijackRecorder is a ResponseRecorder that a handler can hijack: it
+// gets one end of a pipe, whose other end is closed.
+type hijackRecorder struct{ *httptest.ResponseRecorder }
+
+func (h hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, peer := net.Pipe()
+	peer.Close()
+	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+func TestAdaptiveDrainCountsHijackedRequestAtHijack(t *testing.T) {
+	// A WebSocket's upgrade hijacks the connection and writes its 101 on
+	// it, not through the ResponseWriter; the connection lives until
+	// Context ends. Counted at its return, WebSockets opened during the
+	// drain would be no evidence, and the drain would end at least while
+	// they still arrive.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(time.Second, 10*time.Second)
+		r.send("/", "Go-http-client/1.1", 0, 30*time.Second, 10*time.Millisecond)
+		ws := r.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Errorf("Hijack: %v", err)
+				return
+			}
+			defer c.Close()
+			<-r.m.Context().Done()
+		}))
+		r.sendEach(ws, func() http.ResponseWriter { return hijackRecorder{httptest.NewRecorder()} }, 30*time.Second, 45*time.Second, 100*time.Millisecond)
+		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v: hijacked requests were not counted until they returned", got, want)
 		}
 		r.wait()
 	})

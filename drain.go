@@ -22,7 +22,8 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 // latest. It counts inside the budget.
 //
 // The evidence is the requests served through [Manager.Handler], each
-// counted once its handler first writes or returns; requests answered by
+// counted once its handler first writes, hijacks the connection, returns
+// or panics; requests answered by
 // [Manager.ReadinessHandler], and those whose User-Agent starts with
 // "kube-probe/", are probes and do not count. Since Handler adds
 // "Connection: close" to every response of the drain, a client that the

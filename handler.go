@@ -199,6 +199,9 @@ func (w *fullWriter) Push(target string, opts *http.PushOptions) error {
 // Hijack before it tries Unwrap, so both ways of hijacking come through
 // here.
 func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	// The response goes out on the connection from here (a WebSocket's
+	// 101): for WithAdaptiveDrain, this is the first write.
+	w.countArrival()
 	var t *connTracker
 	if s, ok := w.r.Context().Value(http.ServerContextKey).(*http.Server); ok && s != nil {
 		if v, ok := trackers.Load(weak.Make(s)); ok {
