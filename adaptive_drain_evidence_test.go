@@ -2,6 +2,7 @@ package shutdown
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -103,6 +104,28 @@ func TestAdaptiveDrainCountsHijackedRequestAtHijack(t *testing.T) {
 		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
 			t.Errorf("drain lasted %v, want %v: hijacked requests were not counted until they returned", got, want)
 		}
+		r.wait()
+	})
+}
+
+func TestAdaptiveDrainEndedByComponentsSaysSo(t *testing.T) {
+	// Two components; the first to return starts shutdown while the
+	// other still serves, so the drain runs; when the other returns,
+	// nothing is left to drain and it ends. No signal came: the record
+	// must not say one did.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(time.Second, 10*time.Second)
+		r.send("/", "Go-http-client/1.1", 0, 40*time.Second, 10*time.Millisecond)
+		r.m.Go("first", func(context.Context) error {
+			time.Sleep(time.Until(r.t0.Add(30 * time.Second)))
+			return nil
+		})
+		r.m.Go("second", func(context.Context) error {
+			time.Sleep(time.Until(r.t0.Add(32 * time.Second)))
+			return nil
+		})
+		r.m.Wait()
+		r.logs.waitFor(t, `msg="shutdown: drain ended" reason="nothing to serve" elapsed=2s`)
 		r.wait()
 	})
 }

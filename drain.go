@@ -39,7 +39,9 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 // t ≥ start + least with no request counted in (t − Q, t] ("quiet"), or
 // at start + most ("most"). A later signal with [WithForceExit](false)
 // ends it early ("signal"); it is skipped, like a fixed drain, when Run's
-// function or a component started shutdown with nothing left to serve.
+// function or a component started shutdown with nothing left to serve, and
+// ends ("nothing to serve") when the components still serving have all
+// returned.
 //
 // Only HTTP through Handler is evidence: a gRPC-only service drains most.
 // A load balancer's health checker on a path under Handler counts as
@@ -259,10 +261,22 @@ func (m *Manager) drain(start time.Time, skip bool) time.Duration {
 		attrs = append(attrs, slog.Duration("window", q))
 	}
 	end := time.Now()
+	if reason == "signal" && m.drainCutByComponents() {
+		reason = "nothing to serve"
+	}
 	m.ev.lateFrom.Store(int64(end.Sub(m.ev.born)))
 	attrs = append([]slog.Attr{slog.String("reason", reason), slog.Duration("elapsed", end.Sub(start))}, attrs...)
 	m.log(slog.LevelInfo, "shutdown: drain ended", attrs...)
 	return end.Sub(start)
+}
+
+// drainCutByComponents reports whether the drain was cut because the
+// components still serving when it began have all returned, rather than
+// by a later signal.
+func (m *Manager) drainCutByComponents() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cutByComps
 }
 
 // waitQuiet waits for the first t ≥ start + least with no request counted
