@@ -129,3 +129,23 @@ func TestAdaptiveDrainEndedByComponentsSaysSo(t *testing.T) {
 		r.wait()
 	})
 }
+
+func TestAdaptiveDrainWaitsForSlowRequestsThatArrivedInTheWindow(t *testing.T) {
+	// Every request takes 2s to its first write, longer than Q: at any
+	// moment, the requests that arrived in the last Q are still in their
+	// handlers. They arrive, 20 a second, through the whole drain: the
+	// drain must last most, not end at least because the requests counted
+	// so far arrived more than Q ago.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(time.Second, 10*time.Second)
+		slow := r.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			time.Sleep(2 * time.Second)
+			w.Write([]byte("ok\n"))
+		}))
+		r.sendEach(slow, func() http.ResponseWriter { return httptest.NewRecorder() }, 0, 45*time.Second, 50*time.Millisecond)
+		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v: requests in their handlers were not seen", got, want)
+		}
+		r.wait()
+	})
+}

@@ -17,45 +17,45 @@ import (
 type adaptiveDrainOption struct{ least, most time.Duration }
 
 // WithAdaptiveDrain replaces the fixed [WithDrainDelay] by a drain that
-// ends when traffic has moved: after least, at the first moment at which
-// no request has arrived for a quiet window Q, and after most at the
-// latest. It counts inside the budget.
+// ends when traffic has moved: after least, at the first moment at which no
+// request has arrived for a quiet window Q, and after most at the latest.
+// It counts inside the budget.
 //
 // The evidence is the requests served through [Manager.Handler], each
-// counted once its handler first writes, hijacks the connection, returns
-// or panics; requests answered by
-// [Manager.ReadinessHandler], and those whose User-Agent starts with
-// "kube-probe/", are probes and do not count. Since Handler adds
-// "Connection: close" to every response of the drain, a client that the
-// load balancer still routes here comes back on a new connection, so
-// requests keep arriving exactly as long as it does.
+// counted once its handler first writes, hijacks the connection, returns or
+// panics; requests answered by [Manager.ReadinessHandler], and those whose
+// User-Agent starts with "kube-probe/", are probes and do not count. Since
+// Handler adds "Connection: close" to every response of the drain, a client
+// that the load balancer still routes here comes back on a new connection,
+// so requests keep arriving exactly as long as it does.
 //
 // The rate λ is the number of requests counted in the window W before
 // shutdown started, over W: the last 30s, or the Manager's whole life if it
 // is younger, in 100ms buckets. With fewer than 20 requests in W, or λ
 // below 5 a second, there is too little evidence to judge, and the drain
 // lasts most ("low traffic"). Otherwise Q = max(1s, 10/λ), about ten
-// expected gaps between requests, and the drain ends at the first moment
-// t ≥ start + least with no request counted in (t − Q, t] ("quiet"), or
-// at start + most ("most"). A later signal with [WithForceExit](false)
-// ends it early ("signal"); it is skipped, like a fixed drain, when Run's
-// function or a component started shutdown with nothing left to serve, and
-// ends ("nothing to serve") when the components still serving have all
-// returned.
+// expected gaps between requests, and the drain ends at the first moment t
+// ≥ start + least with no request counted in (t − Q, t] ("quiet"), or at
+// start + most ("most"); a request still in its handler, not yet counted,
+// keeps the window open as if it were. A later signal with
+// [WithForceExit](false) ends it early ("signal"); it is skipped, like a
+// fixed drain, when Run's function or a component started shutdown with
+// nothing left to serve, and ends ("nothing to serve") when the components
+// still serving have all returned.
 //
-// Only HTTP through Handler is evidence: a gRPC-only service drains most.
-// A load balancer's health checker on a path under Handler counts as
-// traffic unless ReadinessHandler serves it or it is mounted outside
-// Handler. least must cover the propagation tail that the quiet window
-// cannot see (one node of many that still routes a share of the traffic
-// here): kube-proxy syncs its rules at most once a second, so start from
-// least 2s. least == most is a fixed drain.
+// Only HTTP through Handler is evidence: a gRPC-only service drains most. A
+// load balancer's health checker on a path under Handler counts as traffic
+// unless ReadinessHandler serves it or it is mounted outside Handler. least
+// must cover the propagation tail that the quiet window cannot see (one
+// node of many that still routes a share of the traffic here): kube-proxy
+// syncs its rules at most once a second, so start from least 2s. least ==
+// most is a fixed drain.
 //
 // The record "shutdown: drain ended" gives the "reason", the "elapsed"
 // time, the "rate" λ (per second), the "window" Q (but for low traffic),
-// and the "requests" counted in the "span" W. Requests counted after the
-// drain ended and before the hooks ended are late arrivals, a sign that
-// least is too short for this load balancer: [Report].LateArrivals and the
+// and the "requests" counted in the "span" W. Requests that arrived after
+// the drain ended, counted before the hooks ended, are late arrivals, a
+// sign that least is too short for this load balancer: [Report].LateArrivals and the
 // "late_arrivals" attribute of the "shutdown: finished" record count them.
 // Connections refused after the listeners closed never reach the process
 // and are not seen.
@@ -102,7 +102,10 @@ func (c *config) checkAdaptive() {
 
 // The evidence: requests through Handler, by arrival, in 100ms buckets
 // kept for a little over 30s, plus the latest arrival exactly (the quiet
-// window is measured from it) and the late arrivals.
+// window is measured from it) and the late arrivals. A request is noted
+// when it enters Handler and counted at its handler's first write, so
+// the requests still between the two are kept too: one that arrived in
+// the quiet window will count.
 const (
 	bucketWidth = 100 * time.Millisecond
 	rateSpan    = 30 * time.Second
@@ -119,6 +122,8 @@ type evidence struct {
 	born     time.Time // the Manager's New: arrivals are counted from here
 	bucket   [buckets]atomic.Uint64
 	last     atomic.Int64 // the latest arrival counted, since born; -1 before any
+	noted    atomic.Int64 // the latest arrival noted (counted or not), since born; -1 before any
+	pending  atomic.Int64 // requests noted, neither counted nor found to be probes yet
 	lateFrom atomic.Int64 // the drain's end, since born; MaxInt64 before it
 	closed   atomic.Bool  // the hooks have ended: late arrivals are no longer counted
 	late     atomic.Int64
@@ -132,6 +137,7 @@ func newEvidence(c *config) *evidence {
 	}
 	e := &evidence{born: time.Now()}
 	e.last.Store(-1)
+	e.noted.Store(-1)
 	e.lateFrom.Store(math.MaxInt64)
 	return e
 }
@@ -150,7 +156,10 @@ func (e *evidence) noteArrival(r *http.Request) (bool, time.Duration) {
 	if strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
 		return false, 0
 	}
-	return true, time.Since(e.born)
+	at := time.Since(e.born)
+	raise(&e.noted, int64(at))
+	e.pending.Add(1) // after noted: who sees it pending sees its arrival
+	return true, at
 }
 
 // countArrival counts w's request once, unless it is a probe; later calls
@@ -159,11 +168,17 @@ func (w *drainWriter) countArrival() {
 	if w.noted {
 		w.noted = false
 		w.m.ev.add(w.at)
+		w.m.ev.pending.Add(-1) // after add: who sees it done sees it counted
 	}
 }
 
 // isProbe tells w that its request is a probe.
-func (w *drainWriter) isProbe() { w.noted = false }
+func (w *drainWriter) isProbe() {
+	if w.noted {
+		w.noted = false
+		w.m.ev.pending.Add(-1)
+	}
+}
 
 // answeredByReadiness tells the Handler that w came through, if any, that
 // its request is a probe: ReadinessHandler calls it before it writes.
@@ -202,12 +217,7 @@ func (e *evidence) add(arrival time.Duration) {
 			break
 		}
 	}
-	for {
-		l := e.last.Load()
-		if at <= l || e.last.CompareAndSwap(l, at) {
-			break
-		}
-	}
+	raise(&e.last, at)
 	if at >= e.lateFrom.Load() && !e.closed.Load() {
 		e.late.Add(1)
 	}
@@ -280,18 +290,17 @@ func (m *Manager) drainCutByComponents() bool {
 }
 
 // waitQuiet waits for the first t ≥ start + least with no request counted
-// in (t − q, t], or for start + most, or for a later signal, and says
-// which.
+// in (t − q, t] (nor one that arrived then and may still count), or for
+// start + most, or for a later signal, and says which.
 func (m *Manager) waitQuiet(start time.Time, q time.Duration) string {
 	a, e := m.cfg.adaptive, m.ev
 	deadline := start.Add(a.most)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		last := e.last.Load()
-		at := start.Add(a.least)
-		if last >= 0 {
-			at = later(at, e.born.Add(time.Duration(last)+q))
+		at := later(start.Add(a.least), e.quietFrom(q))
+		if !at.After(time.Now()) {
+			return "quiet"
 		}
 		if !at.Before(deadline) {
 			if !m.waitDrain(deadline) {
@@ -305,10 +314,27 @@ func (m *Manager) waitQuiet(start time.Time, q time.Duration) string {
 		case <-m.drainCut:
 			return "signal"
 		}
-		if e.last.Load() == last {
-			return "quiet"
-		}
 	}
+}
+
+// quietFrom returns the first moment at which no request known now to
+// count, or that may count, arrived in the quiet window q before it: q
+// after the latest counted arrival, or, while requests are pending, q
+// after the latest noted one (which may be pending). A pending request
+// that turns out to be a probe can only make this later than it needs
+// to be, never earlier.
+func (e *evidence) quietFrom(q time.Duration) time.Time {
+	// pending first: noted is raised before the request is pending, and
+	// last before it is not.
+	latest := &e.last
+	if e.pending.Load() > 0 {
+		latest = &e.noted
+	}
+	at := latest.Load()
+	if at < 0 {
+		return time.Time{}
+	}
+	return e.born.Add(time.Duration(at) + q)
 }
 
 // waitDrain waits until end or a later signal's cut, and reports whether
@@ -343,6 +369,16 @@ func (m *Manager) lateArrivals() (int, []slog.Attr) {
 	}
 	n := m.ev.late.Load()
 	return int(n), []slog.Attr{slog.Int64("late_arrivals", n)}
+}
+
+// raise stores v in a if it is greater than a's value.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
 }
 
 func later(a, b time.Time) time.Time {
