@@ -168,7 +168,6 @@ func (w *drainWriter) countArrival() {
 	if w.noted {
 		w.noted = false
 		w.m.ev.add(w.at)
-		w.m.ev.pending.Add(-1) // after add: who sees it done sees it counted
 	}
 }
 
@@ -196,8 +195,9 @@ func answeredByReadiness(w http.ResponseWriter) {
 	}
 }
 
-// add counts a request that arrived at (since born): in its bucket, as the
-// latest arrival if it is, and as a late arrival if the drain had ended.
+// add counts a pending request that arrived at (since born): in its
+// bucket, as the latest arrival if it is, and as a late arrival if the
+// drain had ended.
 func (e *evidence) add(arrival time.Duration) {
 	at := int64(arrival)
 	idx := uint64(at / int64(bucketWidth))
@@ -221,6 +221,7 @@ func (e *evidence) add(arrival time.Duration) {
 	if at >= e.lateFrom.Load() && !e.closed.Load() {
 		e.late.Add(1)
 	}
+	e.pending.Add(-1) // last: who sees it no longer pending sees it counted
 }
 
 // rate returns the requests counted in the span before start (the last
