@@ -24,10 +24,13 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 // The evidence is the requests served through [Manager.Handler], each
 // counted once its handler first writes, hijacks the connection, returns or
 // panics; requests answered by [Manager.ReadinessHandler], and those whose
-// User-Agent starts with "kube-probe/", are probes and do not count. Since
-// Handler adds "Connection: close" to every response of the drain, a client
-// that the load balancer still routes here comes back on a new connection,
-// so requests keep arriving exactly as long as it does.
+// User-Agent starts with "kube-probe/", are probes and do not count.
+// ReadinessHandler finds Handler's writer through the Unwrap methods of the
+// writers between them: behind a middleware whose writer has none, its
+// requests count as traffic. Since Handler adds "Connection: close" to
+// every response of the drain, a client that the load balancer still routes
+// here comes back on a new connection, so requests keep arriving exactly as
+// long as it does.
 //
 // The rate λ is the number of requests counted in the window W before
 // shutdown started, over W: the last 30s, or the Manager's whole life if it
@@ -55,10 +58,10 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 // time, the "rate" λ (per second), the "window" Q (but for low traffic),
 // and the "requests" counted in the "span" W. Requests that arrived after
 // the drain ended, counted before the hooks ended, are late arrivals, a
-// sign that least is too short for this load balancer: [Report].LateArrivals and the
-// "late_arrivals" attribute of the "shutdown: finished" record count them.
-// Connections refused after the listeners closed never reach the process
-// and are not seen.
+// sign that least is too short for this load balancer:
+// [Report].LateArrivals and the "late_arrivals" attribute of the "shutdown:
+// finished" record count them. Connections refused after the listeners
+// closed never reach the process and are not seen.
 //
 // WithAdaptiveDrain panics if least is negative or most is shorter than
 // least; [New] panics if most is not shorter than the budget, or if
