@@ -149,3 +149,42 @@ func TestAdaptiveDrainWaitsForSlowRequestsThatArrivedInTheWindow(t *testing.T) {
 		r.wait()
 	})
 }
+
+// nestedRig is a drainRig whose "/api/" routes go through a second
+// Handler of the same Manager, as when a sub-router is wrapped too.
+func nestedRig(least, most time.Duration) *drainRig {
+	r := newDrainRig(least, most)
+	mux := http.NewServeMux()
+	mux.Handle("/api/", r.m.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })))
+	mux.Handle("/api/readyz", r.m.Handler(r.m.ReadinessHandler()))
+	r.h = r.m.Handler(mux)
+	return r
+}
+
+func TestAdaptiveDrainCountsRequestThroughNestedHandlersOnce(t *testing.T) {
+	// 4 requests a second is too little to judge: the drain lasts most.
+	// Counted by both Handlers they would look like 8 a second, enough
+	// for a quiet window of 1.25s, and the drain would end at least.
+	synctest.Test(t, func(t *testing.T) {
+		r := nestedRig(time.Second, 10*time.Second)
+		r.send("/api/x", "Go-http-client/1.1", 0, 30*time.Second, 250*time.Millisecond)
+		if got, want := r.triggerAt(30*time.Second), 10*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v", got, want)
+		}
+		r.logs.waitFor(t, `msg="shutdown: drain ended" reason="low traffic" elapsed=10s rate=4 requests=120 span=30s`)
+		r.wait()
+	})
+}
+
+func TestAdaptiveDrainIgnoresProbesThroughNestedHandlers(t *testing.T) {
+	// ReadinessHandler under two Handlers: a probe for both.
+	synctest.Test(t, func(t *testing.T) {
+		r := nestedRig(2*time.Second, 10*time.Second)
+		r.send("/", "Go-http-client/1.1", 0, 30*time.Second, 10*time.Millisecond)
+		r.send("/api/readyz", "ELB-HealthChecker/2.0", 500*time.Millisecond, 40*time.Second, 500*time.Millisecond)
+		if got, want := r.triggerAt(30*time.Second), 2*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v: probes counted as traffic", got, want)
+		}
+		r.wait()
+	})
+}

@@ -6,6 +6,7 @@ package shutdown
 
 import (
 	"fmt"
+	"iter"
 	"log/slog"
 	"math"
 	"net/http"
@@ -148,16 +149,21 @@ func newEvidence(c *config) *evidence {
 // arrive notes a request's arrival at Handler: whether it is to be counted
 // and when it came, since the Manager's New. Without an adaptive drain it
 // costs a nil check.
-func (e *evidence) arrive(r *http.Request) (noted bool, at time.Duration) {
+func (e *evidence) arrive(w http.ResponseWriter, r *http.Request) (noted bool, at time.Duration) {
 	if e == nil {
 		return false, 0
 	}
-	return e.noteArrival(r)
+	return e.noteArrival(w, r)
 }
 
-func (e *evidence) noteArrival(r *http.Request) (bool, time.Duration) {
+func (e *evidence) noteArrival(w http.ResponseWriter, r *http.Request) (bool, time.Duration) {
 	if strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
 		return false, 0
+	}
+	for d := range drainWriters(w) {
+		if d.m.ev == e {
+			return false, 0 // an outer Handler of this Manager counts it
+		}
 	}
 	at := time.Since(e.born)
 	raise(&e.noted, int64(at))
@@ -182,18 +188,30 @@ func (w *drainWriter) isProbe() {
 	}
 }
 
-// answeredByReadiness tells the Handler that w came through, if any, that
-// its request is a probe: ReadinessHandler calls it before it writes.
+func (w *drainWriter) inner() *drainWriter { return w }
+
+// answeredByReadiness tells each Handler that w came through that its
+// request is a probe: ReadinessHandler calls it before it writes.
 func answeredByReadiness(w http.ResponseWriter) {
-	for range 100 { // as canHijack: a writer that unwraps to itself must not hang
-		switch v := w.(type) {
-		case interface{ isProbe() }:
-			v.isProbe()
-			return
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return
+	for d := range drainWriters(w) {
+		d.isProbe()
+	}
+}
+
+// drainWriters yields Handler's writers that w is or wraps, outermost
+// first, found through Unwrap as [http.ResponseController] finds a
+// writer.
+func drainWriters(w http.ResponseWriter) iter.Seq[*drainWriter] {
+	return func(yield func(*drainWriter) bool) {
+		for range 100 { // as canHijack: a writer that unwraps to itself must not hang
+			if d, ok := w.(interface{ inner() *drainWriter }); ok && !yield(d.inner()) {
+				return
+			}
+			u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+			if !ok {
+				return
+			}
+			w = u.Unwrap()
 		}
 	}
 }

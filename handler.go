@@ -78,7 +78,7 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
 	// context.Context, to which m.Context() can be given. One way to ask.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
+		noted, at := m.ev.arrive(w, r) // WithAdaptiveDrain's evidence (drain.go)
 		f := &fullWriter{drainWriter{ResponseWriter: w, m: m, r: r, noted: noted, at: at}}
 		// Deferred: a request whose handler panics was sent here too.
 		defer f.countArrival()
@@ -157,7 +157,7 @@ type baseWriter interface {
 	http.ResponseWriter
 	Unwrap() http.ResponseWriter
 	FlushError() error
-	isProbe() // for ReadinessHandler (drain.go)
+	inner() *drainWriter // for the adaptive drain's evidence (drain.go)
 }
 
 // fullWriter is a drainWriter with all six optional methods. Each calls the
