@@ -59,10 +59,11 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 // time, the "rate" λ (per second), the "window" Q (but for low traffic),
 // and the "requests" counted in the "span" W. Requests that arrived after
 // the drain ended, counted before the hooks ended, are late arrivals, a
-// sign that least is too short for this load balancer:
-// [Report].LateArrivals and the "late_arrivals" attribute of the "shutdown:
-// finished" record count them. Connections refused after the listeners
-// closed never reach the process and are not seen.
+// sign that least (after a quiet end) or most (after the others) is too
+// short for this load balancer: [Report].LateArrivals and the
+// "late_arrivals" attribute of the "shutdown: finished" record count them.
+// Connections refused after the listeners closed never reach the process
+// and are not seen.
 //
 // WithAdaptiveDrain panics if least is negative or most is shorter than
 // least; [New] panics if most is not shorter than the budget, or if
