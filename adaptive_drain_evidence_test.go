@@ -188,3 +188,21 @@ func TestAdaptiveDrainIgnoresProbesThroughNestedHandlers(t *testing.T) {
 		r.wait()
 	})
 }
+
+func TestAdaptiveDrainRateCountsNoRequestBeforeItsWindow(t *testing.T) {
+	// 150 requests at 5.01s, none since; the signal at 35.05s. The window
+	// [5.05s, 35.05s) holds none of them: too little traffic, most. Their
+	// 100ms bucket, [5.0s, 5.1s), straddles the window's start: counted,
+	// they would make λ 5 a second, and the drain would end at least.
+	synctest.Test(t, func(t *testing.T) {
+		r := newDrainRig(time.Second, 10*time.Second)
+		time.Sleep(5010 * time.Millisecond)
+		for range 150 {
+			r.h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+		}
+		if got, want := r.triggerAt(35050*time.Millisecond), 10*time.Second; got != want {
+			t.Errorf("drain lasted %v, want %v", got, want)
+		}
+		r.logs.waitFor(t, `msg="shutdown: drain ended" reason="low traffic" elapsed=10s rate=0 requests=0`)
+	})
+}

@@ -35,17 +35,17 @@ type adaptiveDrainOption struct{ least, most time.Duration }
 //
 // The rate λ is the number of requests counted in the window W before
 // shutdown started, over W: the last 30s, or the Manager's whole life if it
-// is younger, in 100ms buckets. With fewer than 20 requests in W, or λ
-// below 5 a second, there is too little evidence to judge, and the drain
-// lasts most ("low traffic"). Otherwise Q = max(1s, 10/λ), about ten
-// expected gaps between requests, and the drain ends at the first moment t
-// ≥ start + least with no request counted in (t − Q, t] ("quiet"), or at
-// start + most ("most"); a request still in its handler, not yet counted,
-// keeps the window open as if it were. A later signal with
-// [WithForceExit](false) ends it early ("signal"); it is skipped, like a
-// fixed drain, when Run's function or a component started shutdown with
-// nothing left to serve, and ends ("nothing to serve") when the components
-// still serving have all returned.
+// is younger, in 100ms buckets (W starts at the first bucket inside it).
+// With fewer than 20 requests in W, or λ below 5 a second, there is too
+// little evidence to judge, and the drain lasts most ("low traffic").
+// Otherwise Q = max(1s, 10/λ), about ten expected gaps between requests,
+// and the drain ends at the first moment t ≥ start + least with no request
+// counted in (t − Q, t] ("quiet"), or at start + most ("most"); a request
+// still in its handler, not yet counted, keeps the window open as if it
+// were. A later signal with [WithForceExit](false) ends it early
+// ("signal"); it is skipped, like a fixed drain, when Run's function or a
+// component started shutdown with nothing left to serve, and ends ("nothing
+// to serve") when the components still serving have all returned.
 //
 // Only HTTP through Handler is evidence: a gRPC-only service drains most. A
 // load balancer's health checker on a path under Handler counts as traffic
@@ -247,14 +247,18 @@ func (e *evidence) add(arrival time.Duration) {
 }
 
 // rate returns the requests counted in the span before start (the last
-// 30s, or the Manager's life if shorter) and the span.
+// 30s, or the Manager's life if shorter) and the span. The span begins at
+// a bucket's start (the first inside it): a bucket that straddles it
+// holds requests from before it, and the count and the span must cover
+// the same time.
 func (e *evidence) rate(start time.Time) (n int64, span time.Duration) {
 	end := start.Sub(e.born)
-	span = min(rateSpan, end)
-	if span <= 0 {
+	if end <= 0 {
 		return 0, 0
 	}
-	lo, hi := int64(end-span)/int64(bucketWidth), int64(end-1)/int64(bucketWidth)
+	lo := (int64(end-min(rateSpan, end)) + int64(bucketWidth) - 1) / int64(bucketWidth)
+	hi := int64(end-1) / int64(bucketWidth)
+	span = end - time.Duration(lo)*bucketWidth
 	for i := lo; i <= hi; i++ {
 		if v := e.bucket[i%buckets].Load(); int64(v>>countBits) == i {
 			n += int64(v & countMask)
