@@ -101,7 +101,7 @@ type drainWriter struct {
 	r        *http.Request // to find the server, only if the handler hijacks
 	marked   bool          // the header has been written (or is about to be)
 	hijacked bool
-	noted    bool          // an arrival to count at the first write or return (drain.go)
+	noted    bool          // an arrival to count at the first write, hijack or return (drain.go)
 	at       time.Duration // when it arrived, since the Manager's New (drain.go)
 }
 
