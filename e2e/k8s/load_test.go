@@ -109,6 +109,17 @@ type loads struct {
 	wg                          sync.WaitGroup
 }
 
+// kind is one load of a rollout, by name.
+type kind struct {
+	name string
+	t    *tally
+}
+
+// kinds lists the loads: keep-alive first.
+func (l *loads) kinds() []kind {
+	return []kind{{"keep-alive", &l.keepAlive}, {"connection per request", &l.perRequest}, {"slow (2 s, in flight at SIGTERM)", &l.slow}}
+}
+
 // Rates, well below what saturates the two cores, so that the node's own
 // kube-proxy and kubelet get the CPU to do their part in time.
 const (

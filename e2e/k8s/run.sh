@@ -52,6 +52,7 @@ declare -A saved
 for k in "${sysctls[@]}"; do saved[$k]=$(sysctl -n "$k"); done
 
 holder=""
+madedirs=() # folders made on the host, removed at teardown
 pids=()
 names=()
 teardown() {
@@ -79,11 +80,13 @@ teardown() {
 	done
 	for k in "${sysctls[@]}"; do sysctl -qw "$k=${saved[$k]}"; done
 	rm -rf "$S"
+	for d in "${madedirs[@]}"; do rmdir "$d"; done
 	# What must not be left behind:
 	for p in "${pids[@]}" $holder; do [[ -d /proc/$p ]] && left+=("process $p"); done
 	for h in /sys/fs/cgroup/*/kubepods; do [[ -d $h ]] && left+=("cgroup $h"); done
 	for k in "${sysctls[@]}"; do [[ $(sysctl -n "$k") == "${saved[$k]}" ]] || left+=("sysctl $k"); done
 	[[ -e $S ]] && left+=("folder $S")
+	for d in "${madedirs[@]}"; do [[ -e $d ]] && left+=("folder $d"); done
 	if ((${#left[@]})); then
 		say "teardown LEFT: ${left[*]}"
 		((rc != 0)) || rc=1
@@ -110,7 +113,7 @@ stop() {
 	wait "$pid" 2>/dev/null
 	return 0
 }
-kubepods_pids() { cat /sys/fs/cgroup/pids/kubepods/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/*/cgroup.procs 2>/dev/null; }
+kubepods_pids() { find /sys/fs/cgroup/pids/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null; }
 in_holder_pids() {
 	local ns p
 	ns=$(readlink "/proc/$holder/ns/mnt") || return 0
@@ -148,16 +151,28 @@ if [[ -e $S ]]; then
 fi
 mkdir -p "$S"/{log,pki,etcd,kubelet,kubelet-plugins,images,cni/net.d,cni/ipam,containerd/root,containerd/state,containerd/opt}
 
+# Paths that the kubelet and containerd's CNI library write whatever their
+# flags say: each gets a tmpfs inside the mount namespace. Those missing on
+# the host are made as empty mount points and removed at teardown.
+hostdirs=(/var/lib/kubelet /var/lib/cni /usr/libexec/kubernetes)
+for d in "${hostdirs[@]}"; do
+	[[ -d $d ]] && continue
+	mkdir -p "$d"
+	madedirs+=("$d")
+done
+
 # The namespaces: one process holds a new network and mount namespace, and
 # every component enters both. Mounts made inside stay inside.
 unshare --net --mount --propagation private sleep infinity &
 holder=$!
-poll "the namespace holder" 10 test "$(readlink /proc/$holder/ns/net)" != "$(readlink /proc/self/ns/net)"
+in_namespaces() { [[ $(readlink "/proc/$holder/ns/net") != "$(readlink /proc/$$/ns/net)" ]]; }
+poll "the namespace holder" 10 in_namespaces
 in=(nsenter -t "$holder" -m -n)
 printf 'nameserver 127.0.0.1\n' >"$S/resolv.conf"
 "${in[@]}" sh -ec "
 	mount -t tmpfs tmpfs /run
 	mount -t tmpfs tmpfs /var/log
+	for d in ${hostdirs[*]}; do mount -t tmpfs tmpfs \$d; done
 	mount --bind '$S/resolv.conf' /etc/resolv.conf
 	ip link set lo up
 	ip link add k8s0 type veth peer name k8s1
@@ -257,7 +272,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 EOF
-start kubelet "$bin/kubelet" --config="$S/kubelet.yaml" --kubeconfig="$kc" --root-dir="$S/kubelet" \
+start kubelet "$bin/kubelet" --config="$S/kubelet.yaml" --kubeconfig="$kc" --root-dir="$S/kubelet" --cert-dir="$S/kubelet/pki" \
 	--hostname-override=node --node-ip=10.200.0.1
 start kube-proxy "$bin/kube-proxy" --kubeconfig="$kc" --hostname-override=node --proxy-mode=iptables \
 	--cluster-cidr=10.202.0.0/16 --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 \

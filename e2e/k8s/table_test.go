@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 )
 
 // The run ends with one table of what every scenario measured, for
@@ -25,8 +24,8 @@ func addRow(cells ...string) {
 // addRows records one rollout: its load, failures, and the old pods' ends.
 func addRows(scenario, server string, d deployment, r rolled) {
 	var reqs, failed []string
-	for _, k := range []*tally{&r.loads.keepAlive, &r.loads.perRequest, &r.loads.slow} {
-		s, f, _ := k.counts()
+	for _, k := range r.loads.kinds() {
+		s, f, _ := k.t.counts()
 		reqs, failed = append(reqs, fmt.Sprint(s)), append(failed, fmt.Sprint(f))
 	}
 	codes, stops, kills := ends(r.ends, d.Marker)
@@ -59,7 +58,7 @@ func ends(ps []podEnd, marker string) (codes, stops string, kills int) {
 			if !p.logged("msg=exiting") {
 				prefix = "≈"
 			}
-			ss = append(ss, prefix+p.exited().Sub(sig).Round(100*time.Millisecond).String())
+			ss = append(ss, fmt.Sprintf("%s%.2f s", prefix, p.exited().Sub(sig).Seconds()))
 		}
 	}
 	slices.Sort(ss)

@@ -3,7 +3,8 @@
 //   - -mode=naive: the control. It calls http.Server.Shutdown at once on
 //     SIGTERM and its readiness answers 200 to the end.
 //   - -mode=prestop: the library with WithGracePeriod(grace, preStop) and
-//     WithDrainDelay(0), for a pod whose preStop sleep is the drain.
+//     WithDrainDelay(-drain-delay), 0 by default, for a pod whose preStop
+//     sleep is the drain.
 //   - -mode=budget-timeout and -mode=budget-grace: no server; a "flush" hook,
 //     then a "slow" hook that needs -hook, under WithTimeout(60s) or
 //     WithGracePeriod(grace, 0). Hooks run last added first, so the flush
@@ -31,6 +32,7 @@ func main() {
 	mode := flag.String("mode", "naive", "naive, prestop, budget-timeout or budget-grace")
 	grace := flag.Duration("grace", 30*time.Second, "the pod's terminationGracePeriodSeconds")
 	preStop := flag.Duration("prestop", 5*time.Second, "the pod's preStop sleep (-mode=prestop)")
+	drain := flag.Duration("drain-delay", 0, "the drain delay after the preStop sleep (-mode=prestop)")
 	hook := flag.Duration("hook", 45*time.Second, "how long the slow hook needs (-mode=budget-*)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
@@ -39,7 +41,7 @@ func main() {
 	case "naive":
 		err = naive()
 	case "prestop":
-		err = preStopped(shutdown.New(shutdown.WithGracePeriod(*grace, *preStop), shutdown.WithDrainDelay(0)))
+		err = preStopped(shutdown.New(shutdown.WithGracePeriod(*grace, *preStop), shutdown.WithDrainDelay(*drain)))
 	case "budget-timeout":
 		err = budget(shutdown.New(shutdown.WithTimeout(60*time.Second), shutdown.WithDrainDelay(0)), *hook)
 	case "budget-grace":
