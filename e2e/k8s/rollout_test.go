@@ -18,6 +18,7 @@ type deployment struct {
 	PreStop  int // seconds of a preStop sleep, 0 for none
 	Replicas int
 	Marker   string // the log line that shows the program saw SIGTERM
+	Streams  int    // server-sent event streams to follow through the rollout
 }
 
 var manifest = template.Must(template.New("").Parse(`
@@ -55,9 +56,10 @@ spec:
 
 // rolled is what one rollout under load showed.
 type rolled struct {
-	loads *loads
-	ends  []podEnd
-	took  time.Duration // from the rollout's start until every old pod had ended
+	loads   *loads
+	streams []*stream
+	ends    []podEnd
+	took    time.Duration // from the rollout's start until every old pod had ended
 }
 
 // roll applies d, waits until it serves through its Service, then rolls it
@@ -84,6 +86,7 @@ func roll(t *testing.T, d deployment) rolled {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	l := startLoads(ctx, addr)
+	ss := startStreams(ctx, &l.wg, addr, d.Streams)
 	time.Sleep(time.Second) // load before the rollout: part of the measurement, not synchronisation
 
 	start := time.Now()
@@ -95,7 +98,7 @@ func roll(t *testing.T, d deployment) rolled {
 	time.Sleep(time.Second) // load after the last old pod ended, then stop
 	stop()
 	l.wg.Wait()
-	return rolled{loads: l, ends: ends, took: took}
+	return rolled{loads: l, streams: ss, ends: ends, took: took}
 }
 
 // checkNoneFailed fails the test for any failed request of the loads given.
@@ -177,6 +180,31 @@ func TestRolloutWithPreStopSleepLosesNoRequests(t *testing.T) {
 	naive := deployment{Name: "naive-prestop", Image: "shutdown.local/service:1", Replicas: 3, Grace: 30, PreStop: 5,
 		Args: []string{"-mode=naive"}, Marker: "naive: received signal"}
 	addRows(scenario, "naive control", naive, roll(t, naive))
+}
+
+// TestRolloutMovesStreamsWithNothingLost follows six server-sent event
+// streams of examples/httpserver through a rollout: each ends cleanly at the
+// end of its pod's drain and resumes on another pod from its Last-Event-ID,
+// no stream is cut mid-event, no reconnect fails and no event is missing.
+// The naive control streams until the client leaves, so its Shutdown waits
+// for the streams until its 25 s timeout, and the process exit cuts them.
+func TestRolloutMovesStreamsWithNothingLost(t *testing.T) {
+	lib := deployment{Name: "streams", Image: "shutdown.local/httpserver:1", Replicas: 3, Grace: 30, Streams: 6,
+		Args: []string{"-addr=:8080", "-drain-delay=5s", "-timeout=25s"}, Marker: "shutdown: started"}
+	r := roll(t, lib)
+	addRows("SSE streams, 5 s drain", "library", lib, r)
+	checkNoneFailed(t, r.loads.kinds()...)
+	checkExitedInGrace(t, lib, r)
+	for i, s := range r.streams {
+		events, moves, gaps, errs := s.counts()
+		if events == 0 || moves == 0 || gaps != 0 || len(errs) != 0 {
+			t.Errorf("stream %d: %d events, moved %d times, %d gaps, errors %q; want events, at least one move, no gap, no error", i, events, moves, gaps, errs)
+		}
+	}
+
+	naive := deployment{Name: "naive-streams", Image: "shutdown.local/service:1", Replicas: 3, Grace: 30, Streams: 6,
+		Args: []string{"-mode=naive"}, Marker: "naive: received signal"}
+	addRows("SSE streams, 5 s drain", "naive control", naive, roll(t, naive))
 }
 
 // The adaptive drain (WithAdaptiveDrain, branch drain) gets its scenario

@@ -28,8 +28,18 @@ func addRows(scenario, server string, d deployment, r rolled) {
 		s, f, _ := k.t.counts()
 		reqs, failed = append(reqs, fmt.Sprint(s)), append(failed, fmt.Sprint(f))
 	}
+	req, fail := strings.Join(reqs, " / "), strings.Join(failed, " / ")
+	if len(r.streams) > 0 {
+		var events, moves, cut int
+		for _, s := range r.streams {
+			e, m, g, errs := s.counts()
+			events, moves, cut = events+e, moves+m, cut+g+len(errs)
+		}
+		req += fmt.Sprintf("; %d streams, %d events, %d moves", len(r.streams), events, moves)
+		fail += fmt.Sprintf("; %d stream errors or gaps", cut)
+	}
 	codes, stops, kills := ends(r.ends, d.Marker)
-	addRow(scenario, server, fmt.Sprint(d.Replicas), strings.Join(reqs, " / "), strings.Join(failed, " / "),
+	addRow(scenario, server, fmt.Sprint(d.Replicas), req, fail,
 		codes, stops, fmt.Sprint(kills), fmt.Sprintf("%.1f s", r.took.Seconds()))
 }
 

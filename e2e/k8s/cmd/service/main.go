@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -57,7 +58,8 @@ func main() {
 }
 
 // routes are the paths both servers answer: / and /livez say ok, /slow?d=2s
-// answers after d, and /readyz is the readiness given.
+// answers after d, /events streams until the client leaves, and /readyz is
+// the readiness given.
 func routes(ready http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") }
@@ -76,7 +78,29 @@ func routes(ready http.Handler) *http.ServeMux {
 		case <-r.Context().Done():
 		}
 	})
+	mux.HandleFunc("GET /events", events)
 	return mux
+}
+
+// events streams server-sent events, one every 20 ms, numbered on from the
+// request's Last-Event-ID, the naive way: until the client goes away. The
+// library's version, in examples/httpserver, also ends at the drain's end.
+func events(w http.ResponseWriter, r *http.Request) {
+	id, _ := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64)
+	w.Header().Set("Content-Type", "text/event-stream")
+	fmt.Fprint(w, "retry: 100\n\n")
+	rc := http.NewResponseController(w)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for rc.Flush() == nil {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+		id++
+		fmt.Fprintf(w, "id: %d\ndata: %d\n\n", id, id)
+	}
 }
 
 // naive is the common first attempt: Shutdown as soon as SIGTERM comes,
