@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=v1.34.4
-bin=${K8S_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/shutdown-k8s/$version/bin}
+bin=${K8S_BIN:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/shutdown-k8s/$version/bin}
 tools=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl etcd)
 
 missing=0
