@@ -207,7 +207,23 @@ func TestRolloutMovesStreamsWithNothingLost(t *testing.T) {
 	addRows("SSE streams, 5 s drain", "naive control", naive, roll(t, naive))
 }
 
-// The adaptive drain (WithAdaptiveDrain, branch drain) gets its scenario
-// here once it lands: examples/httpserver with the adaptive drain instead
-// of -drain-delay, rolled like TestRolloutOfHTTPServerLosesNoRequests, with
-// SIGTERM → exit per old pod beside the fixed drain's.
+// TestRolloutWithAdaptiveDrainLosesNoRequests rolls examples/httpserver
+// with WithAdaptiveDrain(2s, 15s) instead of the fixed 5 s drain, under the
+// same load: nothing fails, and every old pod exits 0 in time, its drain
+// ended by the traffic it saw (the "drain ended" records are logged). Its
+// SIGTERM → exit stands beside the fixed drain's in the table.
+func TestRolloutWithAdaptiveDrainLosesNoRequests(t *testing.T) {
+	lib := deployment{Name: "adaptive", Image: "shutdown.local/httpserver:1", Replicas: 3, Grace: 30,
+		Args: []string{"-addr=:8080", "-drain-min=2s", "-drain-max=15s", "-timeout=25s"}, Marker: "shutdown: started"}
+	r := roll(t, lib)
+	addRows("httpserver, adaptive drain 2–15 s", "library", lib, r)
+	checkNoneFailed(t, r.loads.kinds()...)
+	checkExitedInGrace(t, lib, r)
+	for _, p := range r.ends {
+		for _, l := range p.Log {
+			if strings.Contains(l.Text, "drain ended") {
+				t.Logf("%s: %s", p.Name, l.Text)
+			}
+		}
+	}
+}
