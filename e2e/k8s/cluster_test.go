@@ -93,20 +93,23 @@ type logLine struct {
 // the logs of the pods named, from before they are told to stop until they
 // are gone.
 type watcher struct {
-	mu     sync.Mutex
-	pods   map[string]*podEnd
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	pods    map[string]*podEnd
+	unwatch context.CancelFunc // ends kubectl get --watch
+	cancel  context.CancelFunc // ends the log followers too
+	watched sync.WaitGroup     // the watch's reader
+	logs    sync.WaitGroup     // the log followers
 }
 
 func watchPods(t *testing.T, selector string, names []string) *watcher {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{pods: map[string]*podEnd{}, cancel: cancel}
+	watchCtx, unwatch := context.WithCancel(ctx)
+	w := &watcher{pods: map[string]*podEnd{}, unwatch: unwatch, cancel: cancel}
 	for _, n := range names {
 		w.pods[n] = &podEnd{Name: n}
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(os.Getenv("K8S_BIN"), "kubectl"),
+	cmd := exec.CommandContext(watchCtx, filepath.Join(os.Getenv("K8S_BIN"), "kubectl"),
 		"get", "pods", "-l", selector, "--watch", "--output-watch-events", "-o", "json")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -115,9 +118,9 @@ func watchPods(t *testing.T, selector string, names []string) *watcher {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w.wg.Add(1)
+	w.watched.Add(1)
 	go func() {
-		defer w.wg.Done()
+		defer w.watched.Done()
 		defer cmd.Wait()
 		dec := json.NewDecoder(out)
 		for {
@@ -129,9 +132,9 @@ func watchPods(t *testing.T, selector string, names []string) *watcher {
 		}
 	}()
 	for _, n := range names {
-		w.wg.Add(1)
+		w.logs.Add(1)
 		go func() {
-			defer w.wg.Done()
+			defer w.logs.Done()
 			w.follow(ctx, n)
 		}()
 	}
@@ -217,10 +220,14 @@ func (w *watcher) wait(t *testing.T, secs int) []podEnd {
 	for !w.ended() && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond) // a poll interval, not synchronisation
 	}
-	// The log followers end with their containers; give them a moment to
-	// read the last lines, then stop everything.
-	time.AfterFunc(3*time.Second, w.cancel)
-	w.wg.Wait()
+	w.unwatch()
+	w.watched.Wait()
+	// The log followers end by themselves once their containers have
+	// exited and their last lines are read; the timer is a hang guard.
+	guard := time.AfterFunc(30*time.Second, w.cancel)
+	w.logs.Wait()
+	guard.Stop()
+	w.cancel()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var ends []podEnd

@@ -65,9 +65,13 @@ teardown() {
 			echo "----- last lines of $f"
 			tail -n 15 "$f"
 		done >&2
-		say "failed ($rc): full logs in $LOGS"
+		say "full logs in $LOGS"
 	fi
+	((rc == 0)) || say "failed ($rc)"
 	say "teardown"
+	# The tests and their kubectl watches first: the API server waits for
+	# open watches when it stops.
+	kill_until_gone test_pids
 	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}" "${names[i]}"; done
 	# Containers and their shims outlive the kubelet and containerd.
 	kill_until_gone kubepods_pids
@@ -119,6 +123,12 @@ in_holder_pids() {
 	ns=$(readlink "/proc/$holder/ns/mnt") || return 0
 	for p in /proc/[0-9]*; do
 		[[ ${p#/proc/} != "$holder" && $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
+	done
+}
+test_pids() {
+	local p
+	for p in $(in_holder_pids); do
+		case $(cat "/proc/$p/comm" 2>/dev/null) in k8s.test | kubectl) echo "$p" ;; esac
 	done
 }
 # kill_until_gone LISTER: SIGKILL what LISTER prints until it prints nothing
@@ -297,5 +307,8 @@ node_ready() { [[ $("${kubectl[@]}" get node node -o 'jsonpath={.status.conditio
 poll "the node to be Ready" 120 node_ready
 poll "the default service account" 60 "${kubectl[@]}" get serviceaccount default
 say "node Ready; running the tests"
-"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@"
+# In the background and waited for, so that a SIGINT or SIGTERM to this
+# script tears down at once (bash runs traps only between commands).
+"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@" &
+wait $!
 say "tests passed"
