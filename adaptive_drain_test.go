@@ -248,7 +248,7 @@ func TestHandlerCountsNothingWithoutAdaptiveDrain(t *testing.T) {
 	if m.ev != nil {
 		t.Fatal("a Manager without WithAdaptiveDrain keeps evidence")
 	}
-	if noted, at := m.ev.arrive(httptest.NewRequest("GET", "/", nil)); noted || at != 0 {
+	if noted, at := m.ev.arrive(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)); noted || at != 0 {
 		t.Errorf("arrive() = %v, %v without WithAdaptiveDrain, want false, 0", noted, at)
 	}
 }

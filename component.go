@@ -153,7 +153,7 @@ func (m *Manager) componentReturned(c *component, res result) {
 		// Components that returned together (a batch done): the first
 		// started shutdown while the others still ran; now nothing is
 		// left to drain.
-		m.cutOnce.Do(func() { close(m.drainCut) })
+		m.cutOnce.Do(func() { m.cutByComps = true; close(m.drainCut) })
 	}
 	m.mu.Unlock()
 }

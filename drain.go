@@ -6,6 +6,7 @@ package shutdown
 
 import (
 	"fmt"
+	"iter"
 	"log/slog"
 	"math"
 	"net/http"
@@ -17,42 +18,49 @@ import (
 type adaptiveDrainOption struct{ least, most time.Duration }
 
 // WithAdaptiveDrain replaces the fixed [WithDrainDelay] by a drain that
-// ends when traffic has moved: after least, at the first moment at which
-// no request has arrived for a quiet window Q, and after most at the
-// latest. It counts inside the budget.
+// ends when traffic has moved: after least, at the first moment at which no
+// request has arrived for a quiet window Q, and after most at the latest.
+// It counts inside the budget.
 //
 // The evidence is the requests served through [Manager.Handler], each
-// counted once its handler first writes or returns; requests answered by
-// [Manager.ReadinessHandler], and those whose User-Agent starts with
-// "kube-probe/", are probes and do not count. Since Handler adds
-// "Connection: close" to every response of the drain, a client that the
-// load balancer still routes here comes back on a new connection, so
-// requests keep arriving exactly as long as it does.
+// counted once its handler first writes, hijacks the connection, returns or
+// panics; requests answered by [Manager.ReadinessHandler], and those whose
+// User-Agent starts with "kube-probe/", are probes and do not count.
+// ReadinessHandler finds Handler's writer through the Unwrap methods of the
+// writers between them: behind a middleware whose writer has none, its
+// requests count as traffic. Since Handler adds "Connection: close" to
+// every response of the drain, a client that the load balancer still routes
+// here comes back on a new connection, so requests keep arriving exactly as
+// long as it does.
 //
 // The rate λ is the number of requests counted in the window W before
 // shutdown started, over W: the last 30s, or the Manager's whole life if it
-// is younger, in 100ms buckets. With fewer than 20 requests in W, or λ
-// below 5 a second, there is too little evidence to judge, and the drain
-// lasts most ("low traffic"). Otherwise Q = max(1s, 10/λ), about ten
-// expected gaps between requests, and the drain ends at the first moment
-// t ≥ start + least with no request counted in (t − Q, t] ("quiet"), or
-// at start + most ("most"). A later signal with [WithForceExit](false)
-// ends it early ("signal"); it is skipped, like a fixed drain, when Run's
-// function or a component started shutdown with nothing left to serve.
+// is younger, in 100ms buckets (W starts at the first bucket inside it).
+// With fewer than 20 requests in W, or λ below 5 a second, there is too
+// little evidence to judge, and the drain lasts most ("low traffic").
+// Otherwise Q = max(1s, 10/λ), about ten expected gaps between requests,
+// and the drain ends at the first moment t ≥ start + least with no request
+// counted in (t − Q, t] ("quiet"), or at start + most ("most"); a request
+// still in its handler, not yet counted, keeps the window open as if it
+// were. A later signal with [WithForceExit](false) ends it early
+// ("signal"); it is skipped, like a fixed drain, when Run's function or a
+// component started shutdown with nothing left to serve, and ends ("nothing
+// to serve") when the components still serving have all returned.
 //
-// Only HTTP through Handler is evidence: a gRPC-only service drains most.
-// A load balancer's health checker on a path under Handler counts as
-// traffic unless ReadinessHandler serves it or it is mounted outside
-// Handler. least must cover the propagation tail that the quiet window
-// cannot see (one node of many that still routes a share of the traffic
-// here): kube-proxy syncs its rules at most once a second, so start from
-// least 2s. least == most is a fixed drain.
+// Only HTTP through Handler is evidence: a gRPC-only service drains most. A
+// load balancer's health checker on a path under Handler counts as traffic
+// unless ReadinessHandler serves it or it is mounted outside Handler. least
+// must cover the propagation tail that the quiet window cannot see (one
+// node of many that still routes a share of the traffic here): kube-proxy
+// syncs its rules at most once a second, so start from least 2s. least ==
+// most is a fixed drain.
 //
 // The record "shutdown: drain ended" gives the "reason", the "elapsed"
 // time, the "rate" λ (per second), the "window" Q (but for low traffic),
-// and the "requests" counted in the "span" W. Requests counted after the
-// drain ended and before the hooks ended are late arrivals, a sign that
-// least is too short for this load balancer: [Report].LateArrivals and the
+// and the "requests" counted in the "span" W. Requests that arrived after
+// the drain ended, counted before the hooks ended, are late arrivals, a
+// sign that least (after a quiet end) or most (after the others) is too
+// short for this load balancer: [Report].LateArrivals and the
 // "late_arrivals" attribute of the "shutdown: finished" record count them.
 // Connections refused after the listeners closed never reach the process
 // and are not seen.
@@ -99,7 +107,10 @@ func (c *config) checkAdaptive() {
 
 // The evidence: requests through Handler, by arrival, in 100ms buckets
 // kept for a little over 30s, plus the latest arrival exactly (the quiet
-// window is measured from it) and the late arrivals.
+// window is measured from it) and the late arrivals. A request is noted
+// when it enters Handler and counted at its handler's first write, so
+// the requests still between the two are kept too: one that arrived in
+// the quiet window will count.
 const (
 	bucketWidth = 100 * time.Millisecond
 	rateSpan    = 30 * time.Second
@@ -116,6 +127,8 @@ type evidence struct {
 	born     time.Time // the Manager's New: arrivals are counted from here
 	bucket   [buckets]atomic.Uint64
 	last     atomic.Int64 // the latest arrival counted, since born; -1 before any
+	noted    atomic.Int64 // the latest arrival noted (counted or not), since born; -1 before any
+	pending  atomic.Int64 // requests noted, neither counted nor found to be probes yet
 	lateFrom atomic.Int64 // the drain's end, since born; MaxInt64 before it
 	closed   atomic.Bool  // the hooks have ended: late arrivals are no longer counted
 	late     atomic.Int64
@@ -129,70 +142,86 @@ func newEvidence(c *config) *evidence {
 	}
 	e := &evidence{born: time.Now()}
 	e.last.Store(-1)
+	e.noted.Store(-1)
 	e.lateFrom.Store(math.MaxInt64)
 	return e
 }
 
-// Handler keeps each request's arrival in its writer, whose size is what
-// Handler costs a request: in 4 bytes, so that the writer stays in its
-// 32-byte allocation, as milliseconds since the Manager's New, modulo 2³².
-// Counted at most 49 days after it arrived (the handler's first write or
-// return), the arrival is found again from the time of counting.
-
 // arrive notes a request's arrival at Handler: whether it is to be counted
-// and when it came. Without an adaptive drain it costs a nil check.
-func (e *evidence) arrive(r *http.Request) (noted bool, at uint32) {
+// and when it came, since the Manager's New. Without an adaptive drain it
+// costs a nil check.
+func (e *evidence) arrive(w http.ResponseWriter, r *http.Request) (noted bool, at time.Duration) {
 	if e == nil {
 		return false, 0
 	}
-	return e.noteArrival(r)
+	return e.noteArrival(w, r)
 }
 
-func (e *evidence) noteArrival(r *http.Request) (bool, uint32) {
+func (e *evidence) noteArrival(w http.ResponseWriter, r *http.Request) (bool, time.Duration) {
 	if strings.HasPrefix(r.Header.Get("User-Agent"), "kube-probe/") {
 		return false, 0
 	}
-	return true, uint32(time.Since(e.born) / time.Millisecond)
+	for d := range drainWriters(w) {
+		if d.m.ev == e {
+			return false, 0 // an outer Handler of this Manager counts it
+		}
+	}
+	at := time.Since(e.born)
+	raise(&e.noted, int64(at))
+	e.pending.Add(1) // after noted: who sees it pending sees its arrival
+	return true, at
 }
 
 // countArrival counts w's request once, unless it is a probe; later calls
 // do nothing.
 func (w *drainWriter) countArrival() {
 	if w.noted {
-		w.count()
+		w.noted = false
+		w.m.ev.add(w.at)
 	}
 }
 
-func (w *drainWriter) count() {
-	w.noted = false
-	e := w.m.ev
-	now := time.Since(e.born) / time.Millisecond
-	ago := time.Duration(uint32(now) - w.at) // modulo 2³², as at
-	e.add(int64((now - ago) * time.Millisecond))
+// isProbe tells w that its request is a probe.
+func (w *drainWriter) isProbe() {
+	if w.noted {
+		w.noted = false
+		w.m.ev.pending.Add(-1)
+	}
 }
 
-// isProbe tells w that its request is a probe.
-func (w *drainWriter) isProbe() { w.noted = false }
+func (w *drainWriter) inner() *drainWriter { return w }
 
-// answeredByReadiness tells the Handler that w came through, if any, that
-// its request is a probe: ReadinessHandler calls it before it writes.
+// answeredByReadiness tells each Handler that w came through that its
+// request is a probe: ReadinessHandler calls it before it writes.
 func answeredByReadiness(w http.ResponseWriter) {
-	for range 100 { // as canHijack: a writer that unwraps to itself must not hang
-		switch v := w.(type) {
-		case interface{ isProbe() }:
-			v.isProbe()
-			return
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = v.Unwrap()
-		default:
-			return
+	for d := range drainWriters(w) {
+		d.isProbe()
+	}
+}
+
+// drainWriters yields Handler's writers that w is or wraps, outermost
+// first, found through Unwrap as [http.ResponseController] finds a
+// writer.
+func drainWriters(w http.ResponseWriter) iter.Seq[*drainWriter] {
+	return func(yield func(*drainWriter) bool) {
+		for range 100 { // as canHijack: a writer that unwraps to itself must not hang
+			if d, ok := w.(interface{ inner() *drainWriter }); ok && !yield(d.inner()) {
+				return
+			}
+			u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+			if !ok {
+				return
+			}
+			w = u.Unwrap()
 		}
 	}
 }
 
-// add counts a request that arrived at (since born): in its bucket, as the
-// latest arrival if it is, and as a late arrival if the drain had ended.
-func (e *evidence) add(at int64) {
+// add counts a pending request that arrived at (since born): in its
+// bucket, as the latest arrival if it is, and as a late arrival if the
+// drain had ended.
+func (e *evidence) add(arrival time.Duration) {
+	at := int64(arrival)
 	idx := uint64(at / int64(bucketWidth))
 	b := &e.bucket[idx%uint64(buckets)]
 	for {
@@ -210,26 +239,26 @@ func (e *evidence) add(at int64) {
 			break
 		}
 	}
-	for {
-		l := e.last.Load()
-		if at <= l || e.last.CompareAndSwap(l, at) {
-			break
-		}
-	}
+	raise(&e.last, at)
 	if at >= e.lateFrom.Load() && !e.closed.Load() {
 		e.late.Add(1)
 	}
+	e.pending.Add(-1) // last: who sees it no longer pending sees it counted
 }
 
 // rate returns the requests counted in the span before start (the last
-// 30s, or the Manager's life if shorter) and the span.
+// 30s, or the Manager's life if shorter) and the span. The span begins at
+// a bucket's start (the first inside it): a bucket that straddles it
+// holds requests from before it, and the count and the span must cover
+// the same time.
 func (e *evidence) rate(start time.Time) (n int64, span time.Duration) {
 	end := start.Sub(e.born)
-	span = min(rateSpan, end)
-	if span <= 0 {
+	if end <= 0 {
 		return 0, 0
 	}
-	lo, hi := int64(end-span)/int64(bucketWidth), int64(end-1)/int64(bucketWidth)
+	lo := (int64(end-min(rateSpan, end)) + int64(bucketWidth) - 1) / int64(bucketWidth)
+	hi := int64(end-1) / int64(bucketWidth)
+	span = end - time.Duration(lo)*bucketWidth
 	for i := lo; i <= hi; i++ {
 		if v := e.bucket[i%buckets].Load(); int64(v>>countBits) == i {
 			n += int64(v & countMask)
@@ -269,25 +298,36 @@ func (m *Manager) drain(start time.Time, skip bool) time.Duration {
 		attrs = append(attrs, slog.Duration("window", q))
 	}
 	end := time.Now()
+	if reason == "signal" && m.drainCutByComponents() {
+		reason = "nothing to serve"
+	}
 	m.ev.lateFrom.Store(int64(end.Sub(m.ev.born)))
 	attrs = append([]slog.Attr{slog.String("reason", reason), slog.Duration("elapsed", end.Sub(start))}, attrs...)
 	m.log(slog.LevelInfo, "shutdown: drain ended", attrs...)
 	return end.Sub(start)
 }
 
+// drainCutByComponents reports whether the drain was cut because the
+// components still serving when it began have all returned, rather than
+// by a later signal.
+func (m *Manager) drainCutByComponents() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cutByComps
+}
+
 // waitQuiet waits for the first t ≥ start + least with no request counted
-// in (t − q, t], or for start + most, or for a later signal, and says
-// which.
+// in (t − q, t] (nor one that arrived then and may still count), or for
+// start + most, or for a later signal, and says which.
 func (m *Manager) waitQuiet(start time.Time, q time.Duration) string {
 	a, e := m.cfg.adaptive, m.ev
 	deadline := start.Add(a.most)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		last := e.last.Load()
-		at := start.Add(a.least)
-		if last >= 0 {
-			at = later(at, e.born.Add(time.Duration(last)+q))
+		at := later(start.Add(a.least), e.quietFrom(q))
+		if !at.After(time.Now()) {
+			return "quiet"
 		}
 		if !at.Before(deadline) {
 			if !m.waitDrain(deadline) {
@@ -301,10 +341,27 @@ func (m *Manager) waitQuiet(start time.Time, q time.Duration) string {
 		case <-m.drainCut:
 			return "signal"
 		}
-		if e.last.Load() == last {
-			return "quiet"
-		}
 	}
+}
+
+// quietFrom returns the first moment at which no request known now to
+// count, or that may count, arrived in the quiet window q before it: q
+// after the latest counted arrival, or, while requests are pending, q
+// after the latest noted one (which may be pending). A pending request
+// that turns out to be a probe can only make this later than it needs
+// to be, never earlier.
+func (e *evidence) quietFrom(q time.Duration) time.Time {
+	// pending first: noted is raised before the request is pending, and
+	// last before it is not.
+	latest := &e.last
+	if e.pending.Load() > 0 {
+		latest = &e.noted
+	}
+	at := latest.Load()
+	if at < 0 {
+		return time.Time{}
+	}
+	return e.born.Add(time.Duration(at) + q)
 }
 
 // waitDrain waits until end or a later signal's cut, and reports whether
@@ -339,6 +396,16 @@ func (m *Manager) lateArrivals() (int, []slog.Attr) {
 	}
 	n := m.ev.late.Load()
 	return int(n), []slog.Attr{slog.Int64("late_arrivals", n)}
+}
+
+// raise stores v in a if it is greater than a's value.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
 }
 
 func later(a, b time.Time) time.Time {

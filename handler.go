@@ -78,15 +78,16 @@ func (m *Manager) Handler(h http.Handler) http.Handler {
 	// say): whoever writes m.Handler(h) has m at hand, and libraries take a
 	// context.Context, to which m.Context() can be given. One way to ask.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		noted, at := m.ev.arrive(r) // WithAdaptiveDrain's evidence (drain.go)
+		noted, at := m.ev.arrive(w, r) // WithAdaptiveDrain's evidence (drain.go)
 		f := &fullWriter{drainWriter{ResponseWriter: w, m: m, r: r, noted: noted, at: at}}
+		// Deferred: a request whose handler panics was sent here too.
+		defer f.countArrival()
 		h.ServeHTTP(writers[methodSet(w)](f), r)
 		// A handler that wrote nothing gets its header from the server
 		// after it returns: mark it now.
 		if !f.hijacked {
 			f.markClose()
 		}
-		f.countArrival()
 	})
 }
 
@@ -100,8 +101,8 @@ type drainWriter struct {
 	r        *http.Request // to find the server, only if the handler hijacks
 	marked   bool          // the header has been written (or is about to be)
 	hijacked bool
-	noted    bool   // an arrival to count at the first write or return (drain.go)
-	at       uint32 // when it arrived (drain.go)
+	noted    bool          // an arrival to count at the first write, hijack or return (drain.go)
+	at       time.Duration // when it arrived, since the Manager's New (drain.go)
 }
 
 func (w *drainWriter) markClose() {
@@ -162,7 +163,7 @@ type baseWriter interface {
 	http.ResponseWriter
 	Unwrap() http.ResponseWriter
 	FlushError() error
-	isProbe() // for ReadinessHandler (drain.go)
+	inner() *drainWriter // for the adaptive drain's evidence (drain.go)
 }
 
 // fullWriter is a drainWriter with all six optional methods. Each calls the
@@ -204,6 +205,9 @@ func (w *fullWriter) Push(target string, opts *http.PushOptions) error {
 // Hijack before it tries Unwrap, so both ways of hijacking come through
 // here.
 func (w *fullWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	// The response goes out on the connection from here (a WebSocket's
+	// 101): for WithAdaptiveDrain, this is the first write.
+	w.countArrival()
 	var t *connTracker
 	if s, ok := w.r.Context().Value(http.ServerContextKey).(*http.Server); ok && s != nil {
 		if v, ok := trackers.Load(weak.Make(s)); ok {

@@ -29,7 +29,8 @@ type Report struct {
 
 	// LateArrivals counts the requests that arrived after a drain of
 	// WithAdaptiveDrain ended and before the hooks ended: a sign that its
-	// least is too short for the load balancer. Always 0 without it.
+	// least (after a quiet end) or most is too short for the load
+	// balancer. Always 0 without it.
 	LateArrivals int
 }
 

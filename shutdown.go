@@ -83,6 +83,7 @@ type Manager struct {
 	causeText   string       // cause.Error(), for the report
 	skipDrain   bool         // a component started it and no other was running
 	byComponent bool         // a component started it
+	cutByComps  bool         // drainCut closed: no component left to serve (component.go)
 	triggered   []error      // TriggerCause errors, for the result
 	sealed      bool         // the result is built: a TriggerCause now is too late for it
 	ranRun      bool         // Run was called

@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -35,7 +36,11 @@ func main() {
 	drainOpt := shutdown.WithDrainDelay(*drain)
 	given := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if given["drain-min"] && given["drain-max"] { // gRPC is no evidence: it drains -drain-max
+	if given["drain-min"] != given["drain-max"] { // one alone would be ignored
+		fmt.Fprintln(os.Stderr, "-drain-min and -drain-max go together")
+		os.Exit(2)
+	}
+	if given["drain-min"] { // gRPC is no evidence: it drains -drain-max
 		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
 	}
 	m := shutdown.New(drainOpt)

@@ -13,6 +13,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,7 +35,11 @@ func main() {
 	drainOpt := shutdown.WithDrainDelay(*drain)
 	given := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if given["drain-min"] && given["drain-max"] { // ends once requests through Handler stop
+	if given["drain-min"] != given["drain-max"] { // one alone would be ignored
+		fmt.Fprintln(os.Stderr, "-drain-min and -drain-max go together")
+		os.Exit(2)
+	}
+	if given["drain-min"] { // ends once requests through Handler stop
 		drainOpt = shutdown.WithAdaptiveDrain(*drainMin, *drainMax)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
