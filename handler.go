@@ -326,7 +326,7 @@ func (w *http2Writer) Push(target string, opts *http.PushOptions) error {
 // It wraps rather than probes the socket for closing, so that it works
 // with any listener (TLS, PROXY protocol, cmux), and the hook hears of a
 // Close at once. It counts its writes, for an h2c connection's end (see
-// h2cIdle).
+// h2cNext).
 type hijackedConn struct {
 	net.Conn
 	t    *connTracker
@@ -336,11 +336,19 @@ type hijackedConn struct {
 	writing atomic.Int32  // writes under way
 	wrote   atomic.Uint64 // writes ended
 	watched atomic.Bool   // the hook waits for a write to end (h2c)
+	// dropWrites: the hook shuts (or has shut) the writing side of this h2c
+	// connection, after x/net's last write for a finished stream: a write
+	// now answers a request the client sent as the end of the stream went
+	// out, which it cannot get. Dropped rather than failed, as x/net closes
+	// the connection at a failed write, and that close, with the client's
+	// bytes unread, would reset it under the responses still on their way.
+	dropWrites atomic.Bool
 
 	// Guarded by t.mu: what x/net reported, if it serves HTTP/2 over it.
 	h2c         bool      // x/net has reported a state for it
 	idleSince   time.Time // when it went idle; zero while a stream is open
 	wroteAtIdle uint64    // wrote then
+	shutAt      time.Time // when the hook shut its writing side
 	closing     bool      // the hook has closed it and waits for x/net's Close
 	// falseIdle: hijacked by an "Upgrade: h2c" request, which x/net serves
 	// as the connection's stream 1. x/net reports the connection idle once
@@ -352,6 +360,10 @@ type hijackedConn struct {
 // Write writes to the connection, counted.
 func (c *hijackedConn) Write(p []byte) (int, error) {
 	c.writing.Add(1)
+	if c.dropWrites.Load() {
+		c.wroteOne()
+		return len(p), nil
+	}
 	n, err := c.Conn.Write(p)
 	c.wroteOne()
 	return n, err
@@ -384,6 +396,9 @@ func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 func (c *hijackedConn) ReadFrom(r io.Reader) (int64, error) {
 	c.writing.Add(1)
 	defer c.wroteOne()
+	if c.dropWrites.Load() {
+		return io.Copy(io.Discard, r)
+	}
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}

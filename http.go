@@ -41,20 +41,31 @@ import (
 // milliseconds of the last write.
 //
 // HTTP/2 without TLS through golang.org/x/net/http2/h2c
-// (h2c.NewHandler(mux, &http2.Server{}), as connect-go and grpc-gateway
-// document) hijacks the connection and serves it outside net/http, and
-// x/net offers no way to send GOAWAY on it without
-// http2.ConfigureServer. Put Handler outside h2c's handler,
-// m.Handler(h2c.NewHandler(mux, h2s)), so that the hijacked connection is
-// tracked: the hook then closes it as soon as x/net reports it idle and
-// its last write has returned, so a stream in flight finishes first (a
-// request the client sends at that moment meets a closed connection, as
-// on an idle HTTP/1.1 connection). x/net's reports of that connection's
-// states, through s.ConnState, count as no connection of the server's own.
-// Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2) serves
-// what you need, prefer it: net/http then serves h2c itself and sends
-// GOAWAY, as over TLS; http2.ConfigureServer on s also gives h2c's
-// connections a GOAWAY from Shutdown.
+// (h2c.NewHandler(mux, h2s), as connect-go and grpc-gateway document)
+// hijacks the connection and serves it outside net/http. Put Handler
+// outside h2c's handler, so that the hijacked connection is tracked, and
+// inside it too, and give h2s to http2.ConfigureServer(s, h2s):
+//
+//	s.Handler = m.Handler(h2c.NewHandler(m.Handler(mux), h2s))
+//
+// x/net then sends GOAWAY on each connection at its first response during
+// the drain (Handler's "Connection: close") and on every one at Shutdown,
+// and Go's client retries elsewhere the requests a GOAWAY turns away. The
+// hook waits until x/net reports the connection idle and its last write
+// has returned, then shuts the connection's writing side: the client
+// reads every byte of every response, then the end, and closes the
+// connection, and x/net its own side; the hook closes it half a second
+// after the end if the client has not. Without ConfigureServer, a
+// connection that carries no request during the drain gets no GOAWAY.
+// With Handler outside only, none does (the requests x/net serves never
+// pass through Handler, and Shutdown reaches x/net only through
+// ConfigureServer): responses still arrive whole, but a request the client
+// sends as the hook ends its connection fails without a response (Go's
+// client does not retry it). x/net's reports of such a connection's
+// states, through s.ConnState, count as no connection of the server's
+// own. Where Go 1.24's [http.Server.Protocols] (SetUnencryptedHTTP2)
+// serves what you need, prefer it: net/http then serves h2c itself and
+// sends GOAWAY, as over TLS.
 //
 // If the hook's context ends first, it calls Close, which cuts the
 // requests still running (their contexts are cancelled), closes the
@@ -119,7 +130,10 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 		for _, c := range l.silent {
 			closeNow(c)
 		}
-		for _, hc := range l.h2cIdle {
+		for _, hc := range l.h2cShut {
+			shutWrite(hc.Conn) // the client, then x/net, closes it (see h2cNext)
+		}
+		for _, hc := range l.h2cClose {
 			closeNow(hc.Conn) // x/net's server then closes its connection, and hc with it
 		}
 		if l.done {
@@ -167,11 +181,12 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 // look is what the hook's loop sees at one look at the connections: what
 // to close now, whether the drain is done, and if not, when to look again.
 type look struct {
-	silent  []net.Conn      // never sent a request: closed now (see HTTPServer)
-	h2cIdle []*hijackedConn // h2c connections x/net has finished with: closed now
-	done    bool
-	wake    <-chan struct{} // closed at the next change
-	again   time.Time       // look again then, if not zero
+	silent   []net.Conn      // never sent a request: closed now (see HTTPServer)
+	h2cShut  []*hijackedConn // h2c connections x/net has finished with: their writing side shut now
+	h2cClose []*hijackedConn // h2c connections shut h2cLinger ago: closed now
+	done     bool
+	wake     <-chan struct{} // closed at the next change
+	again    time.Time       // look again then, if not zero
 }
 
 // look takes one look at the connections, for drain, and arranges to be
@@ -191,11 +206,16 @@ func (t *connTracker) look(shutDone bool) look {
 		if hc.closing {
 			continue
 		}
-		switch closable, again := hc.h2cIdle(now); {
-		case closable:
+		step, again := hc.h2cNext(now)
+		switch step {
+		case h2cShut:
+			hc.shutAt, again = now, now.Add(h2cLinger)
+			l.h2cShut = append(l.h2cShut, hc)
+		case h2cClose:
 			hc.closing = true
-			l.h2cIdle = append(l.h2cIdle, hc)
-		case !again.IsZero() && (l.again.IsZero() || again.Before(l.again)):
+			l.h2cClose = append(l.h2cClose, hc)
+		}
+		if !again.IsZero() && (l.again.IsZero() || again.Before(l.again)) {
 			l.again = again
 		}
 	}

@@ -245,3 +245,110 @@ func TestHTTPServerTrustsItselfBesideH2C(t *testing.T) {
 		}
 	})
 }
+
+// duplexPipe is one end of a connection made of two net.Pipes, one each
+// way, so that either end can shut its writing side alone, as over TCP.
+type duplexPipe struct {
+	r, w net.Conn // the reading end of one pipe, the writing end of the other
+}
+
+func (p *duplexPipe) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p *duplexPipe) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p *duplexPipe) CloseWrite() error           { return p.w.Close() }
+func (p *duplexPipe) Close() error                { p.w.Close(); return p.r.Close() }
+func (p *duplexPipe) LocalAddr() net.Addr         { return pipeAddr{} }
+func (p *duplexPipe) RemoteAddr() net.Addr        { return pipeAddr{} }
+func (p *duplexPipe) SetDeadline(t time.Time) error {
+	p.r.SetDeadline(t)
+	return p.w.SetDeadline(t)
+}
+func (p *duplexPipe) SetReadDeadline(t time.Time) error  { return p.r.SetReadDeadline(t) }
+func (p *duplexPipe) SetWriteDeadline(t time.Time) error { return p.w.SetWriteDeadline(t) }
+
+// dialDuplex connects a client to the server that accepts on l, over a
+// connection that either end can half-close, and opens h2c on it.
+func (l *pipeListener) dialDuplex(t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	up, upServer := net.Pipe()
+	downServer, down := net.Pipe()
+	c := &duplexPipe{r: down, w: up}
+	select {
+	case l.conns <- &duplexPipe{r: upServer, w: downServer}:
+	case <-l.done:
+		t.Fatal("dial: listener closed")
+	}
+	if _, err := io.WriteString(c, "GET /h2c HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+// TestHTTPServerShutsIdleH2CConnectionForClientToClose checks, on a fake
+// clock, an h2c connection that can be half-closed (TCP), whose stream in
+// flight at the shutdown ends, under a client that is still sending: once
+// the stream's last write has returned, the hook shuts the connection's writing
+// side rather than close it, so that the client reads to the end and the
+// server still reads what the client sends (over TCP, a socket closed
+// under a sending client resets the connection, and the kernel drops the
+// bytes it has not sent yet), and drops the server's answer to a request
+// sent then. It returns the moment the client closes the connection, or
+// h2cLinger after the end if the client never does, even with nothing
+// more written or reported on the connection to wake it.
+func TestHTTPServerShutsIdleH2CConnectionForClientToClose(t *testing.T) {
+	for _, clientCloses := range []bool{true, false} {
+		name := "client sends, then closes"
+		if !clientCloses {
+			name = "client keeps it open, silent"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := newTest()
+				entered, release := make(chan struct{}, 2), make(chan struct{})
+				srv := &http.Server{Handler: m.Handler(fakeH2C(t, true, func() {
+					entered <- struct{}{}
+					<-release
+				}))}
+				var hookReturned time.Time
+				m.Add("http", timedHook(HTTPServer(srv), &hookReturned), Timeout(10*time.Second))
+				c, br := servePipe(t, srv).dialDuplex(t)
+				defer c.Close()
+				got := make(chan error, 1)
+				go func() { got <- ask(c, br, 3) }()
+				<-entered
+				m.Trigger()
+				synctest.Wait() // Shutdown has returned: the stream alone holds the hook
+				close(release)
+				if err := <-got; err != nil {
+					t.Fatalf("stream in flight: %v", err)
+				}
+				if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Fatalf("h2c connection at the hook: Read() = %d, %v; want 0, EOF", n, err)
+				}
+				ended := time.Now()
+				if clientCloses {
+					if _, err := io.WriteString(c, "2\n"); err != nil {
+						t.Errorf("client sending after the end of the server's stream: %v; want the server to read it", err)
+					}
+					time.Sleep(10 * time.Millisecond) // the server answers, into the void
+				}
+				synctest.Wait()
+				select {
+				case <-m.Done():
+					t.Fatal("shutdown ended with the client's side of the connection open")
+				default:
+				}
+				want := ended.Add(h2cLinger)
+				if clientCloses {
+					want = time.Now()
+					c.Close()
+				}
+				if err := m.Wait(); err != nil {
+					t.Errorf("Wait() = %v, want nil", err)
+				}
+				if !hookReturned.Equal(want) {
+					t.Errorf("hook returned %v after the end of the connection's stream; want %v", hookReturned.Sub(ended), want.Sub(ended))
+				}
+			})
+		})
+	}
+}

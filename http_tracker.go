@@ -5,6 +5,7 @@ package shutdown
 // and those that x/net's HTTP/2 server serves over a hijacked one (h2c).
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"strings"
@@ -215,14 +216,29 @@ func (t *connTracker) changed() {
 }
 
 // h2cFlushGrace is how long after x/net reports an h2c connection idle the
-// hook waits for x/net's last write before it closes the connection, when
-// no write follows the report. x/net reports StateIdle when a stream's
-// last frame is in its buffer, and flushes it right after, on a goroutine
-// of its own: the hook closes the connection as soon as that write has
-// returned. No write follows when the buffer was already empty (a large
-// last frame is written straight through) or the client reset the stream;
-// then nothing is left to flush, and the grace only bounds the wait.
+// hook waits for x/net's last write when no write follows the report.
+// x/net reports StateIdle as soon as a stream's last frame is in its
+// buffer (closeStream, called from wroteFrame), and flushes that buffer
+// right after, on a goroutine of its own: the first write to end after the
+// report is that flush. No write follows when the buffer was already empty
+// (a large last frame is written straight through) or the client reset
+// the stream; then nothing is left to flush, and the grace only bounds the
+// wait.
 const h2cFlushGrace = 100 * time.Millisecond
+
+// h2cLinger is how long the hook leaves an h2c connection open after
+// shutting its writing side, for the client to close it first; net/http
+// waits as long before it closes an HTTP/1.x connection it has shut so.
+const h2cLinger = 500 * time.Millisecond
+
+// h2cStep is what the hook does next to an h2c connection.
+type h2cStep int
+
+const (
+	h2cWait  h2cStep = iota // nothing yet
+	h2cShut                 // shut its writing side
+	h2cClose                // close it
+)
 
 // h2cReport notes x/net's report for the connection it serves over c;
 // t.mu is held.
@@ -241,23 +257,61 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 	}
 }
 
-// h2cIdle reports whether the hook may close c, an h2c connection x/net
-// has reported idle, now; if not yet, it returns when to look again (zero:
-// at the next change). It closes it once x/net's last write after the
-// report has returned, or after h2cFlushGrace with no write at all, never
-// during a write. t.mu is held.
-func (c *hijackedConn) h2cIdle(now time.Time) (closable bool, again time.Time) {
-	if !c.h2c || c.idleSince.IsZero() {
-		return false, time.Time{}
+// h2cNext says what the hook does next to c, an h2c connection, now; when
+// it waits, it returns when to look again (zero: at the next change).
+//
+// It does not close the connection when x/net reports it idle: the client
+// may still be sending (a request, a WINDOW_UPDATE for the response it
+// reads), and a socket closed with the client's bytes unread, or that
+// receives some after, answers with a reset, which discards whatever of
+// the responses the kernel has not sent yet (a slow reader's last
+// kilobytes). Once x/net's last write after the report has returned (or
+// h2cFlushGrace has passed with none), it shuts the writing side instead:
+// the client gets every byte, then the end of the stream, and closes the
+// connection (Go's client does at once), and x/net, still reading, closes
+// its side. The connection drops x/net's writes from then on (see
+// dropWrites), and the hook closes it after h2cLinger if the client has
+// not. t.mu is held.
+func (c *hijackedConn) h2cNext(now time.Time) (step h2cStep, again time.Time) {
+	switch {
+	case !c.h2c:
+		return h2cWait, time.Time{}
+	case !c.shutAt.IsZero():
+		if end := c.shutAt.Add(h2cLinger); now.Before(end) {
+			return h2cWait, end
+		}
+		return h2cClose, time.Time{}
+	case c.idleSince.IsZero() && !c.dropWrites.Load():
+		return h2cWait, time.Time{}
 	}
 	c.watched.Store(true) // a write's end wakes the hook
-	switch {
-	case c.writing.Load() > 0:
-		return false, time.Time{}
-	case c.wrote.Load() > c.wroteAtIdle || !now.Before(c.idleSince.Add(h2cFlushGrace)):
-		return true, time.Time{}
+	if !c.dropWrites.Load() {
+		switch {
+		case c.writing.Load() > 0:
+			return h2cWait, time.Time{}
+		case c.wrote.Load() == c.wroteAtIdle && now.Before(c.idleSince.Add(h2cFlushGrace)):
+			return h2cWait, c.idleSince.Add(h2cFlushGrace)
+		}
+		// The drop first, then the count of writes under way: a write
+		// that begins now either sees the drop or is counted below.
+		c.dropWrites.Store(true)
 	}
-	return false, c.idleSince.Add(h2cFlushGrace)
+	if c.writing.Load() > 0 {
+		return h2cWait, time.Time{} // one that began before the drop: its end
+	}
+	return h2cShut, time.Time{}
+}
+
+// shutWrite shuts c's writing side, or closes it if it cannot shut that
+// alone: a TLS close_notify could block on a client that reads nothing,
+// and h2c is cleartext anyway.
+func shutWrite(c net.Conn) {
+	hc, ok := c.(halfCloser)
+	if _, secure := c.(*tls.Conn); !ok || secure {
+		closeNow(c)
+		return
+	}
+	hc.CloseWrite()
 }
 
 // trackers maps each server given to HTTPServer to its tracker, for

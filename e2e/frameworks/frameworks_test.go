@@ -27,18 +27,23 @@ type stack struct {
 	// serves on ln.
 	wire  func(s *service, ln net.Listener) (srv *http.Server, serve func() error)
 	calls func(t *testing.T, b *balancer) calls
+	// unanswered: the wiring sends no GOAWAY, so a request the client sends
+	// as HTTPServer ends its connection may fail before any response (Go's
+	// client does not retry it). Every response that began still arrives
+	// whole.
+	unanswered bool
 }
 
 var stacks = []stack{
-	{"gin", wireGin, http1},
-	{"echo (own http.Server)", wireEcho, http1},
-	{"echo (Start, WrapMiddleware)", wireEchoStart, http1},
-	{"chi", wireChi, http1},
-	{"x/net h2c.NewHandler", wireXNetH2C, http2PriorKnowledge},
-	{"x/net h2c, Handler inside too", wireXNetH2CInner, http2PriorKnowledge},
-	{"x/net h2c + ConfigureServer", wireXNetH2CConfigured, http2PriorKnowledge},
-	{"net/http h2c (Protocols)", wireProtocols, http2PriorKnowledge},
-	{"connect-go", wireConnect, newConnectCalls},
+	{"gin", wireGin, http1, false},
+	{"echo (own http.Server)", wireEcho, http1, false},
+	{"echo (Start, WrapMiddleware)", wireEchoStart, http1, false},
+	{"chi", wireChi, http1, false},
+	{"x/net h2c, Handler outside", wireXNetH2C, http2PriorKnowledge, true},
+	{"x/net h2c, Handler inside too", wireXNetH2CInner, http2PriorKnowledge, false},
+	{"x/net h2c, inside + Configure", wireXNetH2CConfigured, http2PriorKnowledge, false},
+	{"net/http h2c (Protocols)", wireProtocols, http2PriorKnowledge, false},
+	{"connect-go", wireConnect, newConnectCalls, false},
 }
 
 func http1(t *testing.T, b *balancer) calls { return newHTTPCalls(t, b, false) }
@@ -268,7 +273,7 @@ func TestFrameworksFinishRequestsAndEndStreamsOnShutdown(t *testing.T) {
 				t.Errorf("Wait() = %v, want nil", err)
 			}
 			r.ended, r.exitCode = int(s.ended.Load()), exitCode(err)
-			r.tr.check(t, r.ended)
+			r.tr.check(t, r.ended, st.unanswered)
 			t.Logf("\n%s\n%s", tableHead, r)
 		})
 	}

@@ -70,7 +70,7 @@ func TestGinServiceExitsZeroOnSIGTERM(t *testing.T) {
 	case <-exited:
 		t.Fatalf("ginservice exited before listening: %v\n%s", waitErr, log.String())
 	}
-	other := serveOther(t, stack{"gin", wireGin, http1})
+	other := serveOther(t, stack{"gin", wireGin, http1, false})
 	lb := newBalancer(a)
 	tr := drive(t, target{
 		calls:    http1(t, lb),
@@ -96,7 +96,7 @@ func TestGinServiceExitsZeroOnSIGTERM(t *testing.T) {
 		}
 	}
 	ended := strings.Count(out, "stream ended by shutdown")
-	tr.check(t, ended)
+	tr.check(t, ended, false)
 	if t.Failed() {
 		t.Logf("ginservice's output:\n%s", out)
 	}
