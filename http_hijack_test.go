@@ -132,7 +132,7 @@ func TestHTTPServerClosesHijackedConnectionsAtDeadline(t *testing.T) {
 				defer close(ended)
 				io.Copy(io.Discard, r) // until the connection is closed
 			})))}
-			m.Add("http", HTTPServer(srv), Timeout(300*time.Millisecond))
+			m.Add("http", HTTPServer(srv), Timeout(deadlineTestTimeout))
 			c, err := net.Dial("tcp", serve(t, srv))
 			if err != nil {
 				t.Fatal(err)
