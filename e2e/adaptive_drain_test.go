@@ -147,8 +147,12 @@ func drainRollout(t *testing.T, next *instance, kind drainKind, lag time.Duratio
 	return out
 }
 
-func TestRolloutAdaptiveDrain(t *testing.T) {
-	t.Parallel() // beside TestRolloutAdaptiveDrainLowRate
+// TestAdaptiveDrainLosesNoRequestAtAnyEndpointLag runs the rollouts that
+// the top of this file describes, the three drains of one L at once: the
+// adaptive drain fails no request and ends quiet by L + Q + 0.5s at both
+// lags, where fixed 2s fails requests at L = 4s.
+func TestAdaptiveDrainLosesNoRequestAtAnyEndpointLag(t *testing.T) {
+	t.Parallel() // beside TestAdaptiveDrainAtLowRateLastsItsMost
 	next := start(t, "new pod", 0, adaptiveBudget)
 	lags := []time.Duration{300 * time.Millisecond, 4 * time.Second}
 	var mu sync.Mutex
@@ -157,23 +161,29 @@ func TestRolloutAdaptiveDrain(t *testing.T) {
 	for run := 1; run <= adaptiveRuns; run++ {
 		for _, lag := range lags {
 			t.Run(fmt.Sprintf("run %d, L %v", run, lag), func(t *testing.T) {
+				// The three drains of one L at once, each in a goroutine of
+				// its own: t.Parallel would run only -parallel (GOMAXPROCS)
+				// of them at a time, two on a 2-core machine.
+				var wg sync.WaitGroup
+				defer wg.Wait()
 				for _, k := range adaptiveKinds {
-					t.Run(k.name, func(t *testing.T) {
-						t.Parallel() // the three drains of one L at once
-						o := drainRollout(t, next, k, lag, adaptiveRate, adaptiveWarmup)
-						mu.Lock()
-						got[key(lag, k)] = append(got[key(lag, k)], o)
-						mu.Unlock()
-						if k.extra == nil {
-							return
-						}
-						if o.failed > 0 {
-							t.Errorf("adaptive drain, L %v: %d of %d requests failed", lag, o.failed, o.sent)
-						}
-						if bound := lag + o.window + 500*time.Millisecond; o.reason != "quiet" || o.exit > bound {
-							t.Errorf("adaptive drain, L %v: ended %s after %v, old pod exited %v after SIGTERM; want quiet, by L + Q + 0.5s = %v",
-								lag, o.reason, o.drained, o.exit.Round(time.Millisecond), bound)
-						}
+					wg.Go(func() {
+						t.Run(k.name, func(t *testing.T) {
+							o := drainRollout(t, next, k, lag, adaptiveRate, adaptiveWarmup)
+							mu.Lock()
+							got[key(lag, k)] = append(got[key(lag, k)], o)
+							mu.Unlock()
+							if k.extra == nil {
+								return
+							}
+							if o.failed > 0 {
+								t.Errorf("adaptive drain, L %v: %d of %d requests failed", lag, o.failed, o.sent)
+							}
+							if bound := lag + o.window + 500*time.Millisecond; o.reason != "quiet" || o.exit > bound {
+								t.Errorf("adaptive drain, L %v: ended %s after %v, old pod exited %v after SIGTERM; want quiet, by L + Q + 0.5s = %v",
+									lag, o.reason, o.drained, o.exit.Round(time.Millisecond), bound)
+							}
+						})
 					})
 				}
 			})
@@ -210,10 +220,10 @@ func TestRolloutAdaptiveDrain(t *testing.T) {
 	}
 }
 
-// TestRolloutAdaptiveDrainLowRate: at 2 requests a second there is too
-// little evidence to judge, and the drain lasts its most.
-func TestRolloutAdaptiveDrainLowRate(t *testing.T) {
-	t.Parallel() // beside TestRolloutAdaptiveDrain
+// TestAdaptiveDrainAtLowRateLastsItsMost: at 2 requests a second there is
+// too little evidence to judge, and the drain lasts its most.
+func TestAdaptiveDrainAtLowRateLastsItsMost(t *testing.T) {
+	t.Parallel() // beside TestAdaptiveDrainLosesNoRequestAtAnyEndpointLag
 	next := start(t, "new pod", 0, adaptiveBudget)
 	// 12s of warmup: 24 requests, more than the 20 needed, at a rate below
 	// the 5 a second needed.

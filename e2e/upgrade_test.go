@@ -36,6 +36,7 @@ type generations struct {
 	upgrades chan int       // new pids, from the old processes' records
 	mu       sync.Mutex
 	exits    map[int]int // pid → code
+	pids     []int       // every generation that logged it listens
 	log      strings.Builder
 }
 
@@ -60,8 +61,13 @@ func startGenerations(t *testing.T, args ...string) *generations {
 				pid, _ := strconv.Atoi(m[1])
 				g.exits[pid], _ = strconv.Atoi(m[2])
 			}
+			m := listenLine.FindStringSubmatch(line)
+			if m != nil {
+				pid, _ := strconv.Atoi(m[2])
+				g.pids = append(g.pids, pid)
+			}
 			g.mu.Unlock()
-			if m := listenLine.FindStringSubmatch(line); m != nil {
+			if m != nil {
 				g.listens <- [2]string{m[1], m[2]}
 			}
 			if m := upgradedLine.FindStringSubmatch(line); m != nil {
@@ -71,6 +77,15 @@ func startGenerations(t *testing.T, args ...string) *generations {
 		}
 	}()
 	t.Cleanup(func() {
+		// A test that stopped early leaves the newest generations running,
+		// and they are not this process's children: kill each by its pid.
+		g.mu.Lock()
+		for _, pid := range g.pids {
+			if running(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		g.mu.Unlock()
 		g.cmd.Process.Kill()
 		g.cmd.Wait()
 		if t.Failed() {
@@ -222,8 +237,13 @@ func TestUpgradeUnderLoadLosesNoRequest(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	g := startGenerations(t, "-addr", "127.0.0.1:0", "-timeout", "10s", "-upgrade-timeout", "20s", "-pidfile", pidFile)
-	first := <-g.listens
-	addr := first[0]
+	var addr string
+	select {
+	case first := <-g.listens:
+		addr = first[0]
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatal("the first process did not listen in 30s")
+	}
 	pid := g.cmd.Process.Pid
 	finish := restartLoad(addr, 4)
 	pids := []int{pid}
