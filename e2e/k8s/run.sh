@@ -30,7 +30,7 @@ say() { echo "run.sh: [$((SECONDS - T0))s] $*" >&2; }
 
 [[ $(id -u) == 0 ]] || { echo "run.sh: needs root (namespaces, cgroups, containerd)" >&2; exit 1; }
 missing=()
-for c in containerd:containerd runc:runc conntrack:conntrack iptables:iptables ip:iproute2 openssl:openssl nsenter:util-linux; do
+for c in containerd:containerd runc:runc conntrack:conntrack iptables:iptables ip:iproute2 openssl:openssl nsenter:util-linux sysctl:procps mount:mount; do
 	command -v "${c%%:*}" >/dev/null || missing+=("${c##*:}")
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || missing+=(containernetworking-plugins)
@@ -41,6 +41,17 @@ if ((${#missing[@]})); then
 		((try < 3)) || exit 1
 		sleep 5
 	done
+fi
+# One node at a time on a machine: every run uses $S, the host's kubepods
+# cgroups (whose processes teardown kills) and the kernel's sysctls, so a
+# second run would wipe the first one's state and kill its pods. It waits
+# for the first instead (fd 9 is closed for everything started below, so
+# only this script holds the lock).
+mkdir -p /run/lock
+exec 9>/run/lock/shutdown-k8s.lock
+if ! flock -n 9; then
+	say "another run holds /run/lock/shutdown-k8s.lock; waiting for it (20 min at most)"
+	flock -w 1200 9 || { say "gave up waiting for the other run"; exit 1; }
 fi
 say "building the cluster (cached after the first time)"
 bin=$("$here/build.sh")
@@ -173,7 +184,7 @@ done
 
 # The namespaces: one process holds a new network and mount namespace, and
 # every component enters both. Mounts made inside stay inside.
-unshare --net --mount --propagation private sleep infinity &
+unshare --net --mount --propagation private sleep infinity 9>&- &
 holder=$!
 in_namespaces() { [[ $(readlink "/proc/$holder/ns/net") != "$(readlink /proc/$$/ns/net)" ]]; }
 poll "the namespace holder" 10 in_namespaces
@@ -199,7 +210,7 @@ printf 'nameserver 127.0.0.1\n' >"$S/resolv.conf"
 start() {
 	local name=$1
 	shift
-	"${in[@]}" "$@" >"$S/log/$name.log" 2>&1 &
+	"${in[@]}" "$@" >"$S/log/$name.log" 2>&1 9>&- &
 	pids+=($!)
 	names+=("$name")
 }
@@ -309,6 +320,6 @@ poll "the default service account" 60 "${kubectl[@]}" get serviceaccount default
 say "node Ready; running the tests"
 # In the background and waited for, so that a SIGINT or SIGTERM to this
 # script tears down at once (bash runs traps only between commands).
-"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@" &
+"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@" 9>&- &
 wait $!
 say "tests passed"
