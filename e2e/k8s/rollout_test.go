@@ -209,8 +209,9 @@ func TestRolloutMovesStreamsWithNothingLost(t *testing.T) {
 
 // TestRolloutWithAdaptiveDrainLosesNoRequests rolls examples/httpserver
 // with WithAdaptiveDrain(2s, 15s) instead of the fixed 5 s drain, under the
-// same load: nothing fails, and every old pod exits 0 in time, its drain
-// ended by the traffic it saw (the "drain ended" records are logged). Its
+// same load: nothing fails, every old pod exits 0 in time, and each old
+// pod's drain ended by the traffic it saw: a "shutdown: drain ended" record
+// with reason quiet (not most, low traffic, or a fixed drain's delay). Its
 // SIGTERM → exit stands beside the fixed drain's in the table.
 func TestRolloutWithAdaptiveDrainLosesNoRequests(t *testing.T) {
 	lib := deployment{Name: "adaptive", Image: "shutdown.local/httpserver:1", Replicas: 3, Grace: 30,
@@ -220,10 +221,14 @@ func TestRolloutWithAdaptiveDrainLosesNoRequests(t *testing.T) {
 	checkNoneFailed(t, r.loads.kinds()...)
 	checkExitedInGrace(t, lib, r)
 	for _, p := range r.ends {
-		for _, l := range p.Log {
-			if strings.Contains(l.Text, "drain ended") {
-				t.Logf("%s: %s", p.Name, l.Text)
-			}
+		rec, ok := p.line(`msg="shutdown: drain ended"`)
+		switch {
+		case !ok:
+			t.Errorf("pod %s: no \"shutdown: drain ended\" record: its drain was not adaptive; last lines:\n%s", p.Name, p.lastLines(8))
+		case !strings.Contains(rec, " reason=quiet "):
+			t.Errorf("pod %s: the drain did not end on a quiet window (the traffic had moved): %s", p.Name, rec)
+		default:
+			t.Logf("%s: %s", p.Name, rec)
 		}
 	}
 }
