@@ -135,7 +135,9 @@ func checkExitedInGrace(t *testing.T, d deployment, r rolled) {
 // replicas, maxSurge 1, maxUnavailable 0, a 5 s drain) under keep-alive,
 // connection-per-request and slow load: nothing fails, the slow requests in
 // flight finish, every old pod exits 0 before its grace period. The naive
-// control (Shutdown at once, readiness always 200) rolls in the same run.
+// control (Shutdown at once, readiness always 200) rolls in the same run
+// and must fail some of its connection-per-request requests: the load can
+// see a missing drain.
 func TestRolloutOfHTTPServerLosesNoRequests(t *testing.T) {
 	lib := deployment{Name: "httpserver", Image: "shutdown.local/httpserver:1", Replicas: 3, Grace: 30,
 		Args: []string{"-addr=:8080", "-drain-delay=5s", "-timeout=25s"}, Marker: "shutdown: started"}
@@ -146,7 +148,13 @@ func TestRolloutOfHTTPServerLosesNoRequests(t *testing.T) {
 
 	naive := deployment{Name: "naive", Image: "shutdown.local/service:1", Replicas: 3, Grace: 30,
 		Args: []string{"-mode=naive"}, Marker: "naive: received signal"}
-	addRows("httpserver, 5 s drain", "naive control", naive, roll(t, naive))
+	r = roll(t, naive)
+	addRows("httpserver, 5 s drain", "naive control", naive, r)
+	// The control is what makes the library's 0 mean something: the same
+	// load, through the same kube-proxy, sees the naive server fail.
+	if _, failed, _ := r.loads.perRequest.counts(); failed == 0 {
+		t.Errorf("the naive control failed no connection-per-request request: this load cannot tell a drain from none")
+	}
 }
 
 // TestRolloutWithPreStopSleepLosesNoRequests rolls a server whose drain is
