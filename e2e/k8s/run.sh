@@ -53,6 +53,15 @@ if ! flock -n 9; then
 	say "another run holds /run/lock/shutdown-k8s.lock; waiting for it (20 min at most)"
 	flock -w 1200 9 || { say "gave up waiting for the other run"; exit 1; }
 fi
+# Teardown kills every process in the kubepods cgroups and removes them: if
+# they are here before the node starts, they are another kubelet's (this
+# machine is a node) or an earlier run's that was SIGKILLed. Leave them be.
+for h in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/*/kubepods.slice; do
+	if [[ -d $h ]]; then
+		say "$h exists: another kubelet runs here, or an earlier run was killed before its teardown; not starting (remove it and its processes first)"
+		exit 1
+	fi
+done
 say "building the cluster (cached after the first time)"
 bin=$("$here/build.sh")
 say "cluster binaries in $bin"
