@@ -71,7 +71,7 @@ sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops 
 declare -A saved
 for k in "${sysctls[@]}"; do saved[$k]=$(sysctl -n "$k"); done
 
-holder=""
+holder="" netns="" mntns=""
 madedirs=() # folders made on the host, removed at teardown
 pids=()
 names=()
@@ -107,6 +107,8 @@ teardown() {
 	for d in "${madedirs[@]}"; do rmdir "$d"; done
 	# What must not be left behind:
 	for p in "${pids[@]}" $holder; do [[ -d /proc/$p ]] && left+=("process $p"); done
+	for p in $(in_netns_pids); do left+=("process $p in the node's namespaces"); done
+	grep -qF -e " $S/" -e " $S " /proc/self/mountinfo && left+=("a mount at or under $S")
 	for h in /sys/fs/cgroup/*/kubepods; do [[ -d $h ]] && left+=("cgroup $h"); done
 	for k in "${sysctls[@]}"; do [[ $(sysctl -n "$k") == "${saved[$k]}" ]] || left+=("sysctl $k"); done
 	[[ -e $S ]] && left+=("folder $S")
@@ -138,11 +140,18 @@ stop() {
 	return 0
 }
 kubepods_pids() { find /sys/fs/cgroup/pids/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null; }
+# in_holder_pids: every process but the holder in the node's mount or
+# network namespace (one that entered the network namespace alone would
+# keep it, its links and its iptables rules alive).
 in_holder_pids() {
-	local ns p
-	ns=$(readlink "/proc/$holder/ns/mnt") || return 0
+	local p
+	for p in $(in_netns_pids); do [[ $p != "$holder" ]] && echo "$p"; done
+}
+in_netns_pids() {
+	local p
+	[[ -n $netns ]] || return 0
 	for p in /proc/[0-9]*; do
-		[[ ${p#/proc/} != "$holder" && $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
+		[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mntns" || $(readlink "$p/ns/net" 2>/dev/null) == "$netns" ]] && echo "${p#/proc/}"
 	done
 }
 test_pids() {
@@ -197,6 +206,8 @@ unshare --net --mount --propagation private sleep infinity 9>&- &
 holder=$!
 in_namespaces() { [[ $(readlink "/proc/$holder/ns/net") != "$(readlink /proc/$$/ns/net)" ]]; }
 poll "the namespace holder" 10 in_namespaces
+netns=$(readlink "/proc/$holder/ns/net")
+mntns=$(readlink "/proc/$holder/ns/mnt")
 in=(nsenter -t "$holder" -m -n)
 printf 'nameserver 127.0.0.1\n' >"$S/resolv.conf"
 "${in[@]}" sh -ec "
