@@ -261,12 +261,18 @@ func (p podEnd) exited() time.Time {
 
 // logged reports whether a log line contains s.
 func (p podEnd) logged(s string) bool {
+	_, ok := p.line(s)
+	return ok
+}
+
+// line returns the first log line that contains s.
+func (p podEnd) line(s string) (string, bool) {
 	for _, l := range p.Log {
 		if strings.Contains(l.Text, s) {
-			return true
+			return l.Text, true
 		}
 	}
-	return false
+	return "", false
 }
 
 func (p podEnd) lastLines(n int) string {

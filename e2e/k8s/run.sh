@@ -30,7 +30,7 @@ say() { echo "run.sh: [$((SECONDS - T0))s] $*" >&2; }
 
 [[ $(id -u) == 0 ]] || { echo "run.sh: needs root (namespaces, cgroups, containerd)" >&2; exit 1; }
 missing=()
-for c in containerd:containerd runc:runc conntrack:conntrack iptables:iptables ip:iproute2 openssl:openssl nsenter:util-linux; do
+for c in containerd:containerd runc:runc conntrack:conntrack iptables:iptables ip:iproute2 openssl:openssl nsenter:util-linux sysctl:procps mount:mount; do
 	command -v "${c%%:*}" >/dev/null || missing+=("${c##*:}")
 done
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || missing+=(containernetworking-plugins)
@@ -42,6 +42,26 @@ if ((${#missing[@]})); then
 		sleep 5
 	done
 fi
+# One node at a time on a machine: every run uses $S, the host's kubepods
+# cgroups (whose processes teardown kills) and the kernel's sysctls, so a
+# second run would wipe the first one's state and kill its pods. It waits
+# for the first instead (fd 9 is closed for everything started below, so
+# only this script holds the lock).
+mkdir -p /run/lock
+exec 9>/run/lock/shutdown-k8s.lock
+if ! flock -n 9; then
+	say "another run holds /run/lock/shutdown-k8s.lock; waiting for it (20 min at most)"
+	flock -w 1200 9 || { say "gave up waiting for the other run"; exit 1; }
+fi
+# Teardown kills every process in the kubepods cgroups and removes them: if
+# they are here before the node starts, they are another kubelet's (this
+# machine is a node) or an earlier run's that was SIGKILLed. Leave them be.
+for h in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods.slice /sys/fs/cgroup/*/kubepods.slice; do
+	if [[ -d $h ]]; then
+		say "$h exists: another kubelet runs here, or an earlier run was killed before its teardown; not starting (remove it and its processes first)"
+		exit 1
+	fi
+done
 say "building the cluster (cached after the first time)"
 bin=$("$here/build.sh")
 say "cluster binaries in $bin"
@@ -51,7 +71,7 @@ sysctls=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops 
 declare -A saved
 for k in "${sysctls[@]}"; do saved[$k]=$(sysctl -n "$k"); done
 
-holder=""
+holder="" netns="" mntns=""
 madedirs=() # folders made on the host, removed at teardown
 pids=()
 names=()
@@ -87,6 +107,8 @@ teardown() {
 	for d in "${madedirs[@]}"; do rmdir "$d"; done
 	# What must not be left behind:
 	for p in "${pids[@]}" $holder; do [[ -d /proc/$p ]] && left+=("process $p"); done
+	for p in $(in_netns_pids); do left+=("process $p in the node's namespaces"); done
+	grep -qF -e " $S/" -e " $S " /proc/self/mountinfo && left+=("a mount at or under $S")
 	for h in /sys/fs/cgroup/*/kubepods; do [[ -d $h ]] && left+=("cgroup $h"); done
 	for k in "${sysctls[@]}"; do [[ $(sysctl -n "$k") == "${saved[$k]}" ]] || left+=("sysctl $k"); done
 	[[ -e $S ]] && left+=("folder $S")
@@ -118,11 +140,18 @@ stop() {
 	return 0
 }
 kubepods_pids() { find /sys/fs/cgroup/pids/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null; }
+# in_holder_pids: every process but the holder in the node's mount or
+# network namespace (one that entered the network namespace alone would
+# keep it, its links and its iptables rules alive).
 in_holder_pids() {
-	local ns p
-	ns=$(readlink "/proc/$holder/ns/mnt") || return 0
+	local p
+	for p in $(in_netns_pids); do [[ $p != "$holder" ]] && echo "$p"; done
+}
+in_netns_pids() {
+	local p
+	[[ -n $netns ]] || return 0
 	for p in /proc/[0-9]*; do
-		[[ ${p#/proc/} != "$holder" && $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
+		[[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$mntns" || $(readlink "$p/ns/net" 2>/dev/null) == "$netns" ]] && echo "${p#/proc/}"
 	done
 }
 test_pids() {
@@ -173,10 +202,12 @@ done
 
 # The namespaces: one process holds a new network and mount namespace, and
 # every component enters both. Mounts made inside stay inside.
-unshare --net --mount --propagation private sleep infinity &
+unshare --net --mount --propagation private sleep infinity 9>&- &
 holder=$!
 in_namespaces() { [[ $(readlink "/proc/$holder/ns/net") != "$(readlink /proc/$$/ns/net)" ]]; }
 poll "the namespace holder" 10 in_namespaces
+netns=$(readlink "/proc/$holder/ns/net")
+mntns=$(readlink "/proc/$holder/ns/mnt")
 in=(nsenter -t "$holder" -m -n)
 printf 'nameserver 127.0.0.1\n' >"$S/resolv.conf"
 "${in[@]}" sh -ec "
@@ -199,7 +230,7 @@ printf 'nameserver 127.0.0.1\n' >"$S/resolv.conf"
 start() {
 	local name=$1
 	shift
-	"${in[@]}" "$@" >"$S/log/$name.log" 2>&1 &
+	"${in[@]}" "$@" >"$S/log/$name.log" 2>&1 9>&- &
 	pids+=($!)
 	names+=("$name")
 }
@@ -309,6 +340,6 @@ poll "the default service account" 60 "${kubectl[@]}" get serviceaccount default
 say "node Ready; running the tests"
 # In the background and waited for, so that a SIGINT or SIGTERM to this
 # script tears down at once (bash runs traps only between commands).
-"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@" &
+"${in[@]}" env KUBECONFIG="$kc" K8S_BIN="$bin" "$S/k8s.test" -test.v -test.count=1 -test.timeout=12m "$@" 9>&- &
 wait $!
 say "tests passed"
