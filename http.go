@@ -52,7 +52,9 @@ import (
 // the drain (Handler's "Connection: close") and on every one at Shutdown,
 // and Go's client retries elsewhere the requests a GOAWAY turns away. The
 // hook waits until x/net reports the connection idle and its last write
-// has returned, then shuts the connection's writing side: the client
+// has returned (on a connection already idle at the hook's start, the
+// GOAWAY, or 100 milliseconds with no write), then shuts the connection's
+// writing side: the client
 // reads every byte of every response, then the end, and closes the
 // connection, and x/net its own side; the hook closes it half a second
 // after the end if the client has not. Without ConfigureServer, a
@@ -123,6 +125,7 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var shutErr error
+	t.h2cIdleFromNow(time.Now()) // before Shutdown, which has x/net send GOAWAY
 	shut := goRelaying(func() { shutErr = s.Shutdown(sctx) })
 	shutDone := false
 	for {

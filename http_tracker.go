@@ -257,6 +257,23 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 	}
 }
 
+// h2cIdleFromNow counts the h2c connections already idle as idle from
+// now, the hook's start, with the writes so far: with http2.ConfigureServer
+// on the server, Shutdown has x/net write a GOAWAY on each, and the hook
+// shuts the connection once that write has returned (or after
+// h2cFlushGrace with none), so that the client reads the GOAWAY and retries
+// elsewhere a request it sends then, rather than lose it with the
+// connection.
+func (t *connTracker) h2cIdleFromNow(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for hc := range t.hijacked {
+		if hc.h2c && !hc.idleSince.IsZero() {
+			hc.idleSince, hc.wroteAtIdle = now, hc.wrote.Load()
+		}
+	}
+}
+
 // h2cNext says what the hook does next to c, an h2c connection, now; when
 // it waits, it returns when to look again (zero: at the next change).
 //
