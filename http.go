@@ -57,7 +57,10 @@ import (
 // writing side: the client
 // reads every byte of every response, then the end, and closes the
 // connection, and x/net its own side; the hook closes it half a second
-// after the end if the client has not. Without ConfigureServer, a
+// after the end if the client has not. A connection that cannot shut its
+// writing side alone (a listener's wrapper that embeds net.Conn, as
+// netutil.LimitListener's) is left open after the end, its writes
+// dropped, and closed half a second later. Without ConfigureServer, a
 // connection that carries no request during the drain gets no GOAWAY.
 // With Handler outside only, none does (the requests x/net serves never
 // pass through Handler, and Shutdown reaches x/net only through

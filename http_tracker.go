@@ -319,16 +319,22 @@ func (c *hijackedConn) h2cNext(now time.Time) (step h2cStep, again time.Time) {
 	return h2cShut, time.Time{}
 }
 
-// shutWrite shuts c's writing side, or closes it if it cannot shut that
-// alone: a TLS close_notify could block on a client that reads nothing,
-// and h2c is cleartext anyway.
+// shutWrite shuts c's writing side, or closes it if it is a TLS
+// connection: a close_notify could block on a client that reads nothing,
+// and h2c is cleartext anyway. A connection that cannot shut its writing
+// side alone (a listener's wrapper that embeds net.Conn, as
+// netutil.LimitListener's) is left open, its writes dropped, until the
+// hook closes it after h2cLinger: closing it now, under a client still
+// reading (and sending WINDOW_UPDATEs), would reset it and cut the
+// responses the kernel has not sent yet.
 func shutWrite(c net.Conn) {
-	hc, ok := c.(halfCloser)
-	if _, secure := c.(*tls.Conn); !ok || secure {
+	if _, secure := c.(*tls.Conn); secure {
 		closeNow(c)
 		return
 	}
-	hc.CloseWrite()
+	if hc, ok := c.(halfCloser); ok {
+		hc.CloseWrite()
+	}
 }
 
 // trackers maps each server given to HTTPServer to its tracker, for
