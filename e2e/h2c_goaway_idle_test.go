@@ -91,7 +91,10 @@ func goAwayBeforeTheEnd(t *testing.T) error {
 	// set up, not a wait for an event.
 	time.Sleep(300 * time.Millisecond)
 	m.Trigger()
-	defer m.Wait()
+	defer func() {
+		c.Close() // as Go's client does at a GOAWAY on an idle connection
+		m.Wait()
+	}()
 	for {
 		f, err := fr.ReadFrame()
 		if errors.Is(err, io.EOF) {
