@@ -215,8 +215,12 @@ func (t *connTracker) look(shutDone bool) look {
 		step, again := hc.h2cNext(now)
 		switch step {
 		case h2cShut:
-			hc.shutAt, again = now, now.Add(h2cLinger)
-			l.h2cShut = append(l.h2cShut, hc)
+			if hc.lingers() {
+				hc.shutAt, again = now, now.Add(h2cLinger)
+				l.h2cShut = append(l.h2cShut, hc)
+				break
+			}
+			fallthrough
 		case h2cClose:
 			hc.closing = true
 			l.h2cClose = append(l.h2cClose, hc)

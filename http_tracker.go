@@ -319,6 +319,17 @@ func (c *hijackedConn) h2cNext(now time.Time) (step h2cStep, again time.Time) {
 	return h2cShut, time.Time{}
 }
 
+// lingers reports whether the hook, ending c, shuts its writing side (see
+// shutWrite) and leaves it open for h2cLinger, rather than close it now.
+// It closes now a connection that cannot shut its writing side alone and
+// had nothing written since it went idle: nothing of a response is left on
+// its way to be cut, and a client that sees no end would send its next
+// requests into the drop for the whole linger. t.mu is held.
+func (c *hijackedConn) lingers() bool {
+	_, half := c.Conn.(halfCloser)
+	return half || c.wrote.Load() > c.wroteAtIdle
+}
+
 // shutWrite shuts c's writing side, or closes it if it is a TLS
 // connection: a close_notify could block on a client that reads nothing,
 // and h2c is cleartext anyway. A connection that cannot shut its writing
