@@ -52,10 +52,15 @@ import (
 // the drain (Handler's "Connection: close") and on every one at Shutdown,
 // and Go's client retries elsewhere the requests a GOAWAY turns away. The
 // hook waits until x/net reports the connection idle and its last write
-// has returned, then shuts the connection's writing side: the client
+// has returned (on a connection already idle at the hook's start, the
+// GOAWAY, or 100 milliseconds with no write), then shuts the connection's
+// writing side: the client
 // reads every byte of every response, then the end, and closes the
 // connection, and x/net its own side; the hook closes it half a second
-// after the end if the client has not. Without ConfigureServer, a
+// after the end if the client has not. A connection that cannot shut its
+// writing side alone (a listener's wrapper that embeds net.Conn, as
+// netutil.LimitListener's) is left open after the end, its writes
+// dropped, and closed half a second later. Without ConfigureServer, a
 // connection that carries no request during the drain gets no GOAWAY.
 // With Handler outside only, none does (the requests x/net serves never
 // pass through Handler, and Shutdown reaches x/net only through
@@ -123,6 +128,7 @@ func (t *connTracker) drain(ctx context.Context, s *http.Server) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var shutErr error
+	t.h2cIdleFromNow(time.Now()) // before Shutdown, which has x/net send GOAWAY
 	shut := goRelaying(func() { shutErr = s.Shutdown(sctx) })
 	shutDone := false
 	for {
@@ -209,8 +215,12 @@ func (t *connTracker) look(shutDone bool) look {
 		step, again := hc.h2cNext(now)
 		switch step {
 		case h2cShut:
-			hc.shutAt, again = now, now.Add(h2cLinger)
-			l.h2cShut = append(l.h2cShut, hc)
+			if hc.lingers() {
+				hc.shutAt, again = now, now.Add(h2cLinger)
+				l.h2cShut = append(l.h2cShut, hc)
+				break
+			}
+			fallthrough
 		case h2cClose:
 			hc.closing = true
 			l.h2cClose = append(l.h2cClose, hc)

@@ -257,6 +257,23 @@ func (c *hijackedConn) h2cReport(st http.ConnState) {
 	}
 }
 
+// h2cIdleFromNow counts the h2c connections already idle as idle from
+// now, the hook's start, with the writes so far: with http2.ConfigureServer
+// on the server, Shutdown has x/net write a GOAWAY on each, and the hook
+// shuts the connection once that write has returned (or after
+// h2cFlushGrace with none), so that the client reads the GOAWAY and retries
+// elsewhere a request it sends then, rather than lose it with the
+// connection.
+func (t *connTracker) h2cIdleFromNow(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for hc := range t.hijacked {
+		if hc.h2c && !hc.idleSince.IsZero() {
+			hc.idleSince, hc.wroteAtIdle = now, hc.wrote.Load()
+		}
+	}
+}
+
 // h2cNext says what the hook does next to c, an h2c connection, now; when
 // it waits, it returns when to look again (zero: at the next change).
 //
@@ -302,16 +319,33 @@ func (c *hijackedConn) h2cNext(now time.Time) (step h2cStep, again time.Time) {
 	return h2cShut, time.Time{}
 }
 
-// shutWrite shuts c's writing side, or closes it if it cannot shut that
-// alone: a TLS close_notify could block on a client that reads nothing,
-// and h2c is cleartext anyway.
+// lingers reports whether the hook, ending c, shuts its writing side (see
+// shutWrite) and leaves it open for h2cLinger, rather than close it now.
+// It closes now a connection that cannot shut its writing side alone and
+// had nothing written since it went idle: nothing of a response is left on
+// its way to be cut, and a client that sees no end would send its next
+// requests into the drop for the whole linger. t.mu is held.
+func (c *hijackedConn) lingers() bool {
+	_, half := c.Conn.(halfCloser)
+	return half || c.wrote.Load() > c.wroteAtIdle
+}
+
+// shutWrite shuts c's writing side, or closes it if it is a TLS
+// connection: a close_notify could block on a client that reads nothing,
+// and h2c is cleartext anyway. A connection that cannot shut its writing
+// side alone (a listener's wrapper that embeds net.Conn, as
+// netutil.LimitListener's) is left open, its writes dropped, until the
+// hook closes it after h2cLinger: closing it now, under a client still
+// reading (and sending WINDOW_UPDATEs), would reset it and cut the
+// responses the kernel has not sent yet.
 func shutWrite(c net.Conn) {
-	hc, ok := c.(halfCloser)
-	if _, secure := c.(*tls.Conn); !ok || secure {
+	if _, secure := c.(*tls.Conn); secure {
 		closeNow(c)
 		return
 	}
-	hc.CloseWrite()
+	if hc, ok := c.(halfCloser); ok {
+		hc.CloseWrite()
+	}
 }
 
 // trackers maps each server given to HTTPServer to its tracker, for
