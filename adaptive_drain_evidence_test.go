@@ -181,7 +181,7 @@ func TestAdaptiveDrainIgnoresProbesThroughNestedHandlers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := nestedRig(2*time.Second, 10*time.Second)
 		r.send("/", "Go-http-client/1.1", 0, 30*time.Second, 10*time.Millisecond)
-		r.send("/api/readyz", "ELB-HealthChecker/2.0", 500*time.Millisecond, 40*time.Second, 500*time.Millisecond)
+		r.send("/api/readyz", "ELB-HealthChecker/2.0", 501*time.Millisecond, 40*time.Second, 500*time.Millisecond)
 		if got, want := r.triggerAt(30*time.Second), 2*time.Second; got != want {
 			t.Errorf("drain lasted %v, want %v: probes counted as traffic", got, want)
 		}
