@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net deprecated h2c, http2.Server and ConfigureServer, but connect-go and grpc-gateway still document them, and users run them.
+
 package e2e
 
 import (
